@@ -1,0 +1,74 @@
+"""The `trafficsearch` command line: one typer app; each area registers its commands from its own module."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+from rich.console import Console
+
+from trafficsearch.errors import TrafficSearchError
+
+app = typer.Typer(
+    name="trafficsearch",
+    help="Find pedestrians and vehicles in traffic-camera crops from a text description.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+
+# Modules that add commands to `app` (each defines `register(app)`); imported lazily so that a broken
+# optional area never hides the others.
+COMMAND_MODULES = (
+    "trafficsearch.cli.data_commands",
+    "trafficsearch.cli.synth_commands",
+    "trafficsearch.cli.train_commands",
+    "trafficsearch.cli.index_commands",
+    "trafficsearch.cli.eval_commands",
+    "trafficsearch.cli.serve_commands",
+    "trafficsearch.cli.demo_commands",
+)
+
+
+def _register_all() -> None:
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        module.register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    """Entry point: user errors become one red line and exit code 2, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except TrafficSearchError as exc:
+        err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; finished work is kept, run the same command again to resume")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors etc.
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

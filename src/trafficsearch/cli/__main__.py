@@ -1,0 +1,3 @@
+from trafficsearch.cli import main
+
+main()

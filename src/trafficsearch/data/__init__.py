@@ -1,0 +1,1 @@
+"""Data: records, the competition label format, synthetic data, transforms and prompts."""
