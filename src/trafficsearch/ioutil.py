@@ -13,7 +13,7 @@ from typing import IO, Any
 
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
-    """Write to a temporary file beside `path`, fsync, then rename over it; on error the target is untouched."""
+    """Write to a temp file beside `path`, fsync, then rename over it; on error the target is untouched."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     binary = "b" in mode

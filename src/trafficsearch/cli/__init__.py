@@ -61,13 +61,12 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted; finished work is kept, run the same command again to resume")
         sys.exit(130)
-    except Exception as exc:  # click usage errors etc.
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except typer.TyperException as exc:  # usage errors: typer prints them like click does
+        show = getattr(exc, "show", None)
+        if show is None:
+            raise
+        show()
+        sys.exit(getattr(exc, "exit_code", 2))
 
 
 if __name__ == "__main__":

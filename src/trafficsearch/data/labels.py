@@ -39,15 +39,23 @@ def _split_lines(path: Path, data: bytes) -> Iterable[tuple[int, bytes | DataErr
         lines.pop()  # the final newline ends the last line, it does not start a new one
     for number, raw in enumerate(lines, start=1):
         if number == 1 and raw.startswith(_BOM):
-            yield number, DataError(
-                "file starts with a UTF-8 byte-order mark (BOM); save it as UTF-8 without BOM",
-                path=path, line=number,
+            yield (
+                number,
+                DataError(
+                    "file starts with a UTF-8 byte-order mark (BOM); save it as UTF-8 without BOM",
+                    path=path,
+                    line=number,
+                ),
             )
             continue
         if raw.endswith(b"\r"):
-            yield number, DataError(
-                "line ends with CRLF (Windows line ending); convert the file to LF line endings",
-                path=path, line=number,
+            yield (
+                number,
+                DataError(
+                    "line ends with CRLF (Windows line ending); convert the file to LF line endings",
+                    path=path,
+                    line=number,
+                ),
             )
             continue
         yield number, raw
@@ -58,8 +66,9 @@ def _decode(path: Path, number: int, raw: bytes) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(
-            f"bytes that are not UTF-8 at column {exc.start + 1} ({raw[exc.start:exc.start + 4]!r})",
-            path=path, line=number,
+            f"bytes that are not UTF-8 at column {exc.start + 1} ({raw[exc.start : exc.start + 4]!r})",
+            path=path,
+            line=number,
         ) from None
 
 
@@ -69,13 +78,18 @@ def parse_vector(text: str, *, path: Path, line: int) -> tuple[int, ...]:
     if len(parts) != N_ATTRIBUTES:
         raise DataError(
             f"pedestrian attribute vector has {len(parts)} values, expected {N_ATTRIBUTES}",
-            path=path, line=line, field="attributes",
+            path=path,
+            line=line,
+            field="attributes",
         )
     bad = [(i, p) for i, p in enumerate(parts) if p not in ("0", "1")]
     if bad:
         i, p = bad[0]
         raise DataError(
-            f"value {p!r} at position {i + 1} is not binary (0 or 1)", path=path, line=line, field="attributes"
+            f"value {p!r} at position {i + 1} is not binary (0 or 1)",
+            path=path,
+            line=line,
+            field="attributes",
         )
     vector = tuple(int(p) for p in parts)
     for group, indices in EXACTLY_ONE_GROUPS.items():
@@ -84,7 +98,9 @@ def parse_vector(text: str, *, path: Path, line: int) -> tuple[int, ...]:
             raise DataError(
                 f"{group} group (positions {', '.join(str(i + 1) for i in indices)}) has {count} values set, "
                 "expected exactly 1",
-                path=path, line=line, field="attributes",
+                path=path,
+                line=line,
+                field="attributes",
             )
     for group, indices in AT_MOST_ONE_GROUPS.items():
         count = sum(vector[i] for i in indices)
@@ -92,7 +108,9 @@ def parse_vector(text: str, *, path: Path, line: int) -> tuple[int, ...]:
             raise DataError(
                 f"{group} group (positions {', '.join(str(i + 1) for i in indices)}) has {count} values set, "
                 "expected at most 1",
-                path=path, line=line, field="attributes",
+                path=path,
+                line=line,
+                field="attributes",
             )
     return vector
 
@@ -103,7 +121,8 @@ def parse_line(text: str, *, path: Path, line: int) -> Record:
     if len(fields) != 3:
         raise DataError(
             f"expected 3 '$'-separated fields (image$attributes$text), found {len(fields)}",
-            path=path, line=line,
+            path=path,
+            line=line,
         )
     image, attributes, caption = fields
     if not image.strip():
@@ -111,7 +130,9 @@ def parse_line(text: str, *, path: Path, line: int) -> Record:
     if image != image.strip() or "/" in image or "\\" in image:
         raise DataError(
             f"image name {image!r} must be a bare file name without spaces around it",
-            path=path, line=line, field="image",
+            path=path,
+            line=line,
+            field="image",
         )
     if not caption.strip():
         raise DataError("text is empty", path=path, line=line, field="text")
@@ -119,15 +140,21 @@ def parse_line(text: str, *, path: Path, line: int) -> Record:
         raise DataError("attribute field is empty", path=path, line=line, field="attributes")
     if "," in attributes or attributes[:1].isdigit():
         vector = parse_vector(attributes, path=path, line=line)
-        return Record(image=image, kind="pedestrian", attributes=attributes, text=caption, vector=vector, line=line)
+        return Record(
+            image=image, kind="pedestrian", attributes=attributes, text=caption, vector=vector, line=line
+        )
     vehicle = parse_vehicle_attribute(attributes)
     if vehicle is None:
         raise DataError(
             f"{attributes!r} is neither a 21-value pedestrian vector nor a vehicle label "
             "('{color} {brand}.', '{Type}.' or '{brand}.', ending with a period)",
-            path=path, line=line, field="attributes",
+            path=path,
+            line=line,
+            field="attributes",
         )
-    return Record(image=image, kind="vehicle", attributes=attributes, text=caption, vehicle=vehicle, line=line)
+    return Record(
+        image=image, kind="vehicle", attributes=attributes, text=caption, vehicle=vehicle, line=line
+    )
 
 
 def read_labels(path: str | Path, on_error: OnError = "raise") -> LabelSet:
@@ -155,7 +182,9 @@ def read_labels(path: str | Path, on_error: OnError = "raise") -> LabelSet:
             if record.image in seen:
                 raise DataError(
                     f"image {record.image!r} already labelled on line {seen[record.image]}",
-                    path=path, line=number, field="image",
+                    path=path,
+                    line=number,
+                    field="image",
                 )
         except DataError as error:
             fail(error)

@@ -38,11 +38,11 @@ def parse_vehicle_attribute(field_text: str) -> VehicleAttributes | None:
         color, rest = head, tail
     for candidate in _BRANDS_LONGEST_FIRST:
         if rest == candidate or rest.startswith(candidate + " "):
-            brand, rest = candidate, rest[len(candidate):].strip()
+            brand, rest = candidate, rest[len(candidate) :].strip()
             break
     if rest in VEHICLE_TYPES:
         vtype, rest = rest, ""
-    if rest or not (color or brand or vtype):
+    if rest or not (brand or vtype):
         return None
     return VehicleAttributes(color=color, brand=brand, type=vtype)
 
