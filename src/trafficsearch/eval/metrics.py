@@ -86,7 +86,9 @@ def _check_rule(rule: str) -> None:
         raise TrafficSearchError(f"unknown relevance rule {rule!r}: expected one of {', '.join(RULES)}")
 
 
-def _codes(records: Sequence[Record], vehicle_ids: dict[str, int], role: str) -> tuple[np.ndarray, np.ndarray]:
+def _codes(
+    records: Sequence[Record], vehicle_ids: dict[str, int], role: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Kind id and relevance code per record; vehicle label ids are shared through `vehicle_ids`."""
     kinds = np.empty(len(records), dtype=np.int8)
     codes = np.empty(len(records), dtype=np.int64)
@@ -109,7 +111,9 @@ def _codes(records: Sequence[Record], vehicle_ids: dict[str, int], role: str) ->
     return kinds, codes
 
 
-def _relevant(qkind: np.ndarray, qcode: np.ndarray, gkind: np.ndarray, gcode: np.ndarray, rule: str) -> np.ndarray:
+def _relevant(
+    qkind: np.ndarray, qcode: np.ndarray, gkind: np.ndarray, gcode: np.ndarray, rule: str
+) -> np.ndarray:
     """Broadcasting relevance test, the vectorised twin of `records.is_relevant`."""
     same_kind = qkind == gkind
     if rule == "equal":
@@ -119,17 +123,21 @@ def _relevant(qkind: np.ndarray, qcode: np.ndarray, gkind: np.ndarray, gcode: np
     return same_kind & np.where(qkind == _PEDESTRIAN, contained, qcode == gcode)
 
 
-def _count_relevant(qkind: np.ndarray, qcode: np.ndarray, gkind: np.ndarray, gcode: np.ndarray, rule: str) -> np.ndarray:
+def _count_relevant(
+    qkind: np.ndarray, qcode: np.ndarray, gkind: np.ndarray, gcode: np.ndarray, rule: str
+) -> np.ndarray:
     """R per query: relevant gallery images, computed once per distinct (kind, code) pair."""
     q_pairs = np.stack([qkind.astype(np.int64), qcode], axis=1)
     g_pairs = np.stack([gkind.astype(np.int64), gcode], axis=1)
     uq, q_inverse = np.unique(q_pairs, axis=0, return_inverse=True)
-    ug, g_counts = np.unique(g_pairs, axis=0, return_counts=True) if len(g_pairs) else (g_pairs, np.zeros(0, int))
+    ug, g_counts = (
+        np.unique(g_pairs, axis=0, return_counts=True) if len(g_pairs) else (g_pairs, np.zeros(0, int))
+    )
     totals = np.zeros(len(uq), dtype=np.int64)
     for start in range(0, len(uq), _CHUNK):
-        block = uq[start:start + _CHUNK]
+        block = uq[start : start + _CHUNK]
         match = _relevant(block[:, :1], block[:, 1:2], ug[None, :, 0], ug[None, :, 1], rule)
-        totals[start:start + _CHUNK] = match.astype(np.int64) @ g_counts
+        totals[start : start + _CHUNK] = match.astype(np.int64) @ g_counts
     return totals[q_inverse.reshape(-1)]
 
 
@@ -163,7 +171,9 @@ def judge(
     same = index[:, :, None] == index[:, None, :]
     first = ~(same & earlier[None]).any(axis=2) if width <= 64 else _first_occurrence(index)
     n_relevant = _count_relevant(qkind, qcode, gkind, gcode, rule) if len(queries) else np.zeros(0, np.int64)
-    return Judgement(hits=hits, first=first, lengths=lengths, n_relevant=n_relevant, kinds=qkind, n_unknown=n_unknown)
+    return Judgement(
+        hits=hits, first=first, lengths=lengths, n_relevant=n_relevant, kinds=qkind, n_unknown=n_unknown
+    )
 
 
 def _first_occurrence(index: np.ndarray) -> np.ndarray:
@@ -213,7 +223,12 @@ def _scores(ap: np.ndarray, apk: np.ndarray, recalls: dict[int, np.ndarray], mas
     def mean(values: np.ndarray) -> float:
         return float(values[mask].mean()) if n else 0.0
 
-    return Scores(n_queries=n, map_official=mean(ap), map_at_k=mean(apk), recall={m: mean(r) for m, r in recalls.items()})
+    return Scores(
+        n_queries=n,
+        map_official=mean(ap),
+        map_at_k=mean(apk),
+        recall={m: mean(r) for m, r in recalls.items()},
+    )
 
 
 def score(judgement: Judgement, rule: str, k: int = 10) -> EvalResult:
@@ -230,8 +245,12 @@ def score(judgement: Judgement, rule: str, k: int = 10) -> EvalResult:
         if (judgement.kinds == kind_id).any()
     }
     return EvalResult(
-        rule=rule, k=k, overall=_scores(ap, apk, recalls, everyone), per_kind=per_kind,
-        n_unknown=judgement.n_unknown, ap=ap,
+        rule=rule,
+        k=k,
+        overall=_scores(ap, apk, recalls, everyone),
+        per_kind=per_kind,
+        n_unknown=judgement.n_unknown,
+        ap=ap,
     )
 
 
