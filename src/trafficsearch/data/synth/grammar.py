@@ -35,7 +35,6 @@ from trafficsearch.data.vocab import (
     SUBJECT_TEMPLATES,
     UPPER_PATTERN_GROUP,
     UPPER_PATTERN_PHRASES,
-    VEHICLE_TYPES,
     article_for,
 )
 
@@ -180,8 +179,11 @@ def sample_pedestrian_record(rng: np.random.Generator, name: str | None = None) 
     boots = bool(rng.random() < _stats()["boots_rate"])
     text = caption_for_vector(vector, rng, boots=boots)
     return Record(
-        image=name or pedestrian_name(rng), kind="pedestrian", attributes=",".join(map(str, vector)),
-        text=text, vector=tuple(vector),
+        image=name or pedestrian_name(rng),
+        kind="pedestrian",
+        attributes=",".join(map(str, vector)),
+        text=text,
+        vector=tuple(vector),
     )
 
 
@@ -214,11 +216,16 @@ def sample_vehicle_attributes(rng: np.random.Generator, test_style: bool = False
     return parsed
 
 
-def sample_vehicle_record(rng: np.random.Generator, name: str | None = None, test_style: bool = False) -> Record:
+def sample_vehicle_record(
+    rng: np.random.Generator, name: str | None = None, test_style: bool = False
+) -> Record:
     attrs = sample_vehicle_attributes(rng, test_style=test_style)
     return Record(
-        image=name or vehicle_name(rng), kind="vehicle", attributes=attrs.label(),
-        text=vehicle_text(attrs, rng), vehicle=attrs,
+        image=name or vehicle_name(rng),
+        kind="vehicle",
+        attributes=attrs.label(),
+        text=vehicle_text(attrs, rng),
+        vehicle=attrs,
     )
 
 
@@ -228,15 +235,24 @@ def sample_records(
     rng: np.random.Generator,
     vehicle_fraction: float = 3413 / 10000,
     test_style: bool = False,
+    used: set[str] | None = None,
+    vehicle_prefix: str | None = None,
 ) -> list[Record]:
-    """n records, vehicles first then pedestrians (as in the real files), unique image names."""
+    """n records, vehicles first then pedestrians (as in the real files), image names unique within `used`.
+
+    `used` (updated in place) keeps names unique across splits; `vehicle_prefix` gives test-style
+    names such as 'vehicle_0000002.jpg' instead of 10 random letters.
+    """
     n_vehicles = int(round(n * vehicle_fraction))
     records: list[Record] = []
-    used: set[str] = set()
+    used = set() if used is None else used
     for i in range(n):
         kind_vehicle = i < n_vehicles
         while True:
-            name = vehicle_name(rng) if kind_vehicle else pedestrian_name(rng)
+            if kind_vehicle and vehicle_prefix is not None:
+                name = f"{vehicle_prefix}_{i + 1:07d}.jpg"
+            else:
+                name = vehicle_name(rng) if kind_vehicle else pedestrian_name(rng)
             if name not in used:
                 used.add(name)
                 break
@@ -270,7 +286,11 @@ def apply_label_noise(records: Sequence[Record], rate: float, rng: np.random.Gen
                 continue
             true = records[i]
             out[i] = Record(
-                image=true.image, kind=kind, attributes=donor.attributes, text=donor.text,
-                vector=donor.vector, vehicle=donor.vehicle,
+                image=true.image,
+                kind=kind,
+                attributes=donor.attributes,
+                text=donor.text,
+                vector=donor.vector,
+                vehicle=donor.vehicle,
             )
     return out
