@@ -1,0 +1,644 @@
+"""BLIP for retrieval through transformers' `BlipForImageTextRetrieval`: ITC embeddings for the index, the ITM
+head for re-ranking the fused top K, and the seed's ITC + hard-negative ITM training loss.
+
+Why not call the HF `forward`: it never writes `[ENC]` over `[CLS]` for ITM (BLIP trained ITM that way; see
+`bert_tokenizer`), builds its image mask on the CPU whatever the device, and runs the ViT again for each use.
+We call its sub-modules (vision_model, text_encoder, vision_proj, text_proj, itm_head) directly, so the state
+dict stays HF's and real checkpoints load unchanged.
+
+Training (how the loop calls it, one step):
+    model.train()
+    out = blip_itc_itm_loss(model, pixels, texts, image_ids, attribute_keys, many_to_many=cfg.many_to_many)
+    out["loss"].backward(); optimizer.step()          # out also holds "itc", "itm", "temp" (for logging)
+Under DDP (the seed's `negative_all_rank`), gather outside this module and pass the result in:
+    local = blip_features(model, pixels, texts, image_ids, attribute_keys, pad_to_max_length=True)
+    world = local.gathered(all_gather_with_grad)      # the train package's gather: concat over ranks
+    out = blip_itc_itm_loss(model, None, None, None, features=local, world=world, many_to_many=...)
+The learnable temperature (`model.temp`, init 0.07) is clamped to [0.001, 0.5] in place at every call, as
+BLIP does; give it weight decay 0 like other 0-dim parameters. Momentum distillation and the 57,600 queue of
+the seed are not implemented (ITC uses the in-batch / gathered batch only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from trafficsearch.data.transforms import OPENAI_MEAN, OPENAI_STD, Preprocess, build_transform
+from trafficsearch.errors import ConfigError
+from trafficsearch.ioutil import atomic_open, atomic_write_json, atomic_write_text
+from trafficsearch.models.base import RetrievalModel
+from trafficsearch.models.bert_tokenizer import (
+    MAX_LENGTH,
+    MINILM_SOURCE,
+    BlipTokenizer,
+    TokenBatch,
+    resolve_source,
+)
+
+CONFIG_DIR = Path(__file__).parent / "blip_configs"
+BLIP_LARGE_ID = "Salesforce/blip-itm-large-coco"
+FAMILY = "blip"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.safetensors"
+MODEL_FILE = "model.json"
+TEMP_INIT = 0.07
+TEMP_MIN, TEMP_MAX = 0.001, 0.5
+
+
+def list_blip_configs() -> list[str]:
+    """Names of our packaged BLIP configs (blip_configs/*.json)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+def load_blip_config(name_or_path: str | Path) -> dict[str, Any]:
+    """A packaged config name ("blip-tiny") or a JSON file path -> its dict."""
+    path = Path(name_or_path)
+    if not path.suffix == ".json":
+        path = CONFIG_DIR / f"{name_or_path}.json"
+    if not path.is_file():
+        raise ConfigError(
+            f"unknown BLIP config {str(name_or_path)!r}; packaged: {', '.join(list_blip_configs())}",
+            field="model.name",
+        )
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"invalid JSON: {exc.msg}", path=path, line=exc.lineno) from exc
+
+
+class BlipRetrieval(nn.Module, RetrievalModel):
+    """A `RetrievalModel` (ITC embeddings) plus the ITM head, around an HF `BlipForImageTextRetrieval`."""
+
+    def __init__(
+        self,
+        hf_model: nn.Module,
+        tokenizer: BlipTokenizer,
+        preprocess: Preprocess,
+        *,
+        name: str,
+        source: str | None = None,
+        temp: float = TEMP_INIT,
+    ) -> None:
+        super().__init__()
+        cfg = hf_model.config
+        if tokenizer.vocab_size > cfg.text_config.vocab_size:
+            raise ConfigError(
+                f"tokenizer has {tokenizer.vocab_size} tokens but the text encoder only "
+                f"{cfg.text_config.vocab_size} embeddings",
+                field="text_config.vocab_size",
+            )
+        if tokenizer.max_length > cfg.text_config.max_position_embeddings:
+            raise ConfigError(
+                f"tokenizer max_length {tokenizer.max_length} exceeds the text encoder's "
+                f"{cfg.text_config.max_position_embeddings} positions",
+                field="tokenizer.max_length",
+            )
+        self.hf = hf_model
+        self.tokenizer = tokenizer
+        self.preprocess = preprocess
+        self.name = name
+        self.source = source or name
+        self.embed_dim = int(cfg.image_text_hidden_size)
+        self.image_size = int(preprocess.image_size)
+        self.temp = nn.Parameter(torch.tensor(float(temp)))
+        self.checkpoint_path: Path | None = None
+        native = cfg.vision_config.image_size
+        native = native[0] if isinstance(native, (list, tuple)) else native
+        # HF interpolates the position embeddings on the fly when we run at another size (seed: 224 vs 384).
+        self._interpolate = int(native) != self.image_size
+
+    # -- plumbing ---------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.temp.device
+
+    @property
+    def model(self) -> BlipRetrieval:
+        """The module whose state_dict a checkpoint holds (HF weights under "hf." + "temp"); the alias lets
+        `checkpoint.save_checkpoint`, written for `OpenClipModel.model`, save BLIP unchanged."""
+        return self
+
+    def clamp_temperature(self) -> None:
+        """BLIP clamps its learnable temperature in place before each use."""
+        with torch.no_grad():
+            self.temp.clamp_(TEMP_MIN, TEMP_MAX)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Trade compute for memory in both encoders (the seed checkpoints the ViT-L blocks)."""
+        if enable:
+            self.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            self.hf.gradient_checkpointing_disable()
+
+    def tokenize(self, texts: Sequence[str]) -> TokenBatch:
+        return self.tokenizer(texts)
+
+    # -- differentiable pieces (training and the public encoders share them) -------------------------------
+    def image_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[B,3,S,S] -> the ViT's token sequence [B,T,W] (CLS first): ITC uses CLS, ITM attends to all."""
+        out = self.hf.vision_model(pixel_values=pixels, interpolate_pos_encoding=self._interpolate)
+        return out.last_hidden_state
+
+    def image_features(self, image_tokens: torch.Tensor) -> torch.Tensor:
+        """ViT tokens -> L2-normalised ITC image embedding [B,D]."""
+        return F.normalize(self.hf.vision_proj(image_tokens[:, 0, :]), dim=-1)
+
+    def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """`[CLS]`-led ids -> L2-normalised ITC text embedding [N,D] (unimodal text encoder, no images)."""
+        out = self.hf.text_encoder(input_ids=input_ids, attention_mask=attention_mask)
+        return F.normalize(self.hf.text_proj(out.last_hidden_state[:, 0, :]), dim=-1)
+
+    def itm_logits(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_tokens: torch.Tensor
+    ) -> torch.Tensor:
+        """Pairwise text i x image i -> ITM logits [N,2] (class 1 = match). `[CLS]` becomes `[ENC]` here."""
+        ids = input_ids.clone()
+        ids[:, 0] = self.tokenizer.enc_token_id
+        out = self.hf.text_encoder(
+            input_ids=ids, attention_mask=attention_mask, encoder_hidden_states=image_tokens
+        )
+        return self.hf.itm_head(out.last_hidden_state[:, 0, :])
+
+    # -- RetrievalModel ---------------------------------------------------------------------------------
+    def image_transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        return build_transform(self.preprocess)
+
+    def encode_images(self, pixels: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        """[B,3,S,S] -> [B,D] float32 L2-normalised ITC embeddings on the CPU (eval mode, no grad)."""
+        rows = []
+        with _eval(self), torch.no_grad():
+            for chunk in torch.split(pixels, batch_size):
+                tokens = self.image_tokens(chunk.to(self.device, torch.float32))
+                rows.append(self.image_features(tokens).float().cpu())
+        return torch.cat(rows) if rows else torch.zeros(0, self.embed_dim)
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """N texts -> [N,D] float32 L2-normalised ITC embeddings on the CPU (eval mode, no grad)."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        rows = []
+        with _eval(self), torch.no_grad():
+            for start in range(0, len(texts), batch_size):
+                tok = self.tokenizer(texts[start : start + batch_size]).to(self.device)
+                rows.append(self.text_features(tok.input_ids, tok.attention_mask).float().cpu())
+        return torch.cat(rows) if rows else torch.zeros(0, self.embed_dim)
+
+    def itm_scores(
+        self, texts: Sequence[str], pixels: torch.Tensor, *, batch_size: int = 32, probabilities: bool = False
+    ) -> torch.Tensor:
+        """Pairwise ITM: text i with image i -> [N] float32 on the CPU.
+
+        Default: the raw match-class logit `itm_head[:,1]`, what the seed re-ranks with (L2-normalised across
+        a query's candidates, then added to the fused score). `probabilities=True`: softmax P(match) instead.
+        """
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if len(texts) != int(pixels.shape[0]):
+            raise ValueError(
+                f"itm_scores pairs text i with image i: got {len(texts)} texts, {pixels.shape[0]} images"
+            )
+        out = []
+        with _eval(self), torch.no_grad():
+            for start in range(0, len(texts), batch_size):
+                tok = self.tokenizer(texts[start : start + batch_size]).to(self.device)
+                tokens = self.image_tokens(pixels[start : start + batch_size].to(self.device, torch.float32))
+                logits = self.itm_logits(tok.input_ids, tok.attention_mask, tokens).float()
+                out.append((logits.softmax(-1)[:, 1] if probabilities else logits[:, 1]).cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def manifest(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "family": FAMILY,
+            "name": self.name,
+            "source": self.source,
+            "embed_dim": self.embed_dim,
+            "image_size": self.image_size,
+            "preprocess": self.preprocess.to_dict(),
+            "tokenizer": self.tokenizer.to_dict(),
+            "checkpoint": None,
+            "weights_sha256": None,
+        }
+        if self.checkpoint_path is not None and (self.checkpoint_path / WEIGHTS_FILE).is_file():
+            info["checkpoint"] = str(self.checkpoint_path)
+            info["weights_sha256"] = _sha256(self.checkpoint_path / WEIGHTS_FILE)
+        else:  # in-memory weights (fresh or training): a digest of the tensors still identifies them
+            info["weights_sha256"] = "state:" + _state_digest(self)
+        return info
+
+    # -- checkpoint directory -----------------------------------------------------------------------------
+    def save(self, directory: str | Path, config: dict[str, Any] | None = None) -> Path:
+        """Write weights.safetensors + model.json (+ config.yaml when `config` is given), each atomically."""
+        from safetensors.torch import save
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        with atomic_open(out / WEIGHTS_FILE, "wb") as handle:
+            handle.write(save(state, metadata={"format": "pt", "family": FAMILY}))
+        atomic_write_json(out / MODEL_FILE, self.model_json())
+        if config is not None:
+            import yaml
+
+            atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        self.checkpoint_path = out
+        return out
+
+    def model_json(self) -> dict[str, Any]:
+        return {
+            "family": FAMILY,
+            "format": FORMAT_VERSION,
+            "name": self.name,
+            "source": self.source,
+            "blip_config": _config_dict(self.hf.config),
+            "preprocess": self.preprocess.to_dict(),
+            "tokenizer": {"source": self.tokenizer.source, "max_length": self.tokenizer.max_length},
+        }
+
+
+class _eval:
+    """Context manager: eval mode inside (no dropout), the caller's mode restored after."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module, self.was_training = module, module.training
+
+    def __enter__(self) -> None:
+        self.module.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        self.module.train(self.was_training)
+
+
+def _config_dict(cfg: Any) -> dict[str, Any]:
+    keep = ("vision_config", "text_config", "image_text_hidden_size", "projection_dim", "initializer_range")
+    full = cfg.to_dict()
+    return {k: full[k] for k in keep if k in full}
+
+
+def _state_digest(module: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        digest.update(key.encode("utf-8"))
+        digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- creation -------------------------------------------------------------------------------------------
+def _preprocess(d: dict[str, Any] | None, default_size: int) -> Preprocess:
+    d = dict(d or {})
+    d.setdefault("kind", "pad")
+    d.setdefault("image_size", default_size)
+    d.setdefault("mean", list(OPENAI_MEAN))  # BLIP normalises with the OpenAI CLIP statistics too
+    d.setdefault("std", list(OPENAI_STD))
+    return Preprocess.from_dict(d)
+
+
+def _tokenizer(d: dict[str, Any] | None) -> BlipTokenizer:
+    d = d or {}
+    return BlipTokenizer(d.get("source", MINILM_SOURCE), int(d.get("max_length", MAX_LENGTH)))
+
+
+def _build_random(blip_config: dict[str, Any]) -> nn.Module:
+    from transformers import BlipConfig, BlipForImageTextRetrieval
+
+    try:
+        cfg = BlipConfig(**blip_config)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid BLIP config: {exc}", field="blip_config") from exc
+    return BlipForImageTextRetrieval(cfg)
+
+
+def init_text_from_bert(hf_model: nn.Module, source: str | Path = MINILM_SOURCE) -> int:
+    """Copy a pretrained BERT (default: the packaged MiniLM) into BLIP's text encoder, as BLIP starts from
+    bert-base: same-named tensors are copied, cross-attention stays random, the `[DEC]`/`[ENC]` rows start
+    as `[CLS]`, and BERT's token-type-0 vector is folded into the position embeddings (BLIP has none).
+    Returns the number of tensors copied."""
+    from safetensors.torch import load_file
+
+    vocab = resolve_source(source)
+    weights = vocab.parent / "model.safetensors"
+    if not weights.is_file():
+        raise ConfigError("no model.safetensors beside the BERT vocab", path=weights, field="text_init")
+    bert = {k.removeprefix("bert."): v for k, v in load_file(str(weights)).items()}
+    target = hf_model.text_encoder.state_dict()
+    copied = 0
+    with torch.no_grad():
+        for key, tensor in target.items():
+            src = bert.get(key)
+            if src is None:
+                continue
+            if key == "embeddings.word_embeddings.weight":
+                n = min(src.shape[0], tensor.shape[0])
+                tensor[:n] = src[:n]
+                cls_id = vocab.read_text(encoding="utf-8").splitlines().index("[CLS]")
+                tensor[n:] = src[cls_id]
+            elif key == "embeddings.position_embeddings.weight":
+                n = min(src.shape[0], tensor.shape[0])
+                token_type = bert.get("embeddings.token_type_embeddings.weight")
+                tensor[:n] = src[:n] + (token_type[0] if token_type is not None else 0.0)
+            elif src.shape == tensor.shape:
+                tensor.copy_(src)
+            else:
+                raise ConfigError(
+                    f"pretrained text tensor {key} has shape {tuple(src.shape)}, "
+                    f"BLIP's is {tuple(tensor.shape)}",
+                    field="blip_config.text_config",
+                )
+            copied += 1
+    return copied
+
+
+def _vision_size(hf_model: nn.Module) -> int:
+    size = hf_model.config.vision_config.image_size
+    return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
+def create_blip(
+    spec: str | Path,
+    *,
+    image_size: int | None = None,
+    device: str | torch.device = "cpu",
+    seed: int | None = 0,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = True,
+) -> BlipRetrieval:
+    """Build a BLIP retrieval model from, in this order of lookup:
+
+    - a checkpoint directory of ours (model.json) -> `load_blip`;
+    - a packaged config name ("blip-tiny", "blip-small": random init with `seed`; "blip-large": the real
+      weights of Salesforce/blip-itm-large-coco from the local HF cache) or a path to such a JSON file;
+    - a Hugging Face model id or local HF folder (config.json + weights), never downloaded unless
+      `local_files_only=False`.
+    `image_size` overrides the preprocessing size (the ViT interpolates its position embeddings).
+    """
+    text = str(spec)
+    path = Path(text)
+    if (path / MODEL_FILE).is_file():
+        return load_blip(path, device=device)
+    cfg: dict[str, Any] | None = None
+    if path.suffix == ".json" or text in list_blip_configs():
+        cfg = load_blip_config(path if path.suffix == ".json" else text)
+    if cfg is not None and "hf_id" not in cfg:
+        if "blip_config" not in cfg:
+            raise ConfigError(
+                "a BLIP config needs 'blip_config' (or 'hf_id')", path=text, field="blip_config"
+            )
+        if seed is not None:
+            torch.manual_seed(seed)
+        hf_model = _build_random(cfg["blip_config"])
+        if cfg.get("text_init"):
+            init_text_from_bert(hf_model, cfg["text_init"])
+        name, source = (path.stem if path.suffix == ".json" else text), "random-init"
+    else:
+        hf_id = cfg["hf_id"] if cfg is not None else text
+        hf_model = _from_pretrained(hf_id, cache_dir=cache_dir, local_files_only=local_files_only)
+        name, source = hf_id, hf_id
+        cfg = cfg or {"tokenizer": _hf_tokenizer_source(hf_id)}
+    pre = _preprocess(cfg.get("preprocess"), _vision_size(hf_model))
+    if image_size is not None:
+        pre = replace(pre, image_size=int(image_size))
+    model = BlipRetrieval(hf_model, _tokenizer(cfg.get("tokenizer")), pre, name=name, source=source)
+    return model.to(device)
+
+
+def _hf_tokenizer_source(hf_id: str) -> dict[str, Any]:
+    """A local HF folder with its own vocab.txt keeps it; else the packaged BERT-uncased vocab."""
+    folder = Path(hf_id)
+    source = str(folder) if (folder / "vocab.txt").is_file() else MINILM_SOURCE
+    return {"source": source, "max_length": MAX_LENGTH}
+
+
+def _from_pretrained(hf_id: str, *, cache_dir: str | Path | None, local_files_only: bool) -> nn.Module:
+    from transformers import BlipForImageTextRetrieval
+
+    try:
+        return BlipForImageTextRetrieval.from_pretrained(
+            hf_id, cache_dir=cache_dir, local_files_only=local_files_only
+        )
+    except OSError as exc:
+        where = (
+            f"cache {cache_dir}" if cache_dir is not None else "Hugging Face cache (HF_HOME / HF_HUB_CACHE)"
+        )
+        raise ConfigError(
+            f"BLIP weights {hf_id!r} are not available offline: not a local folder and not in the {where}. "
+            f"Fetch them where there is internet (`hf download {hf_id}`) and copy the cache or folder here, "
+            f"or use a packaged config ({', '.join(list_blip_configs())})",
+            field="model.name",
+        ) from exc
+
+
+def load_blip(path: str | Path, device: str | torch.device = "cpu") -> BlipRetrieval:
+    """Load a checkpoint directory written by `BlipRetrieval.save` (weights.safetensors + model.json)."""
+    from safetensors.torch import load_file
+
+    directory = Path(path)
+    meta_path, weights_path = directory / MODEL_FILE, directory / WEIGHTS_FILE
+    if not meta_path.is_file():
+        raise ConfigError("not a BLIP checkpoint directory: model.json is missing", path=meta_path)
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"invalid JSON: {exc.msg}", path=meta_path, line=exc.lineno) from exc
+    if meta.get("family") != FAMILY:
+        raise ConfigError(
+            f"expected family 'blip', got {meta.get('family')!r}", path=meta_path, field="family"
+        )
+    if not weights_path.is_file():
+        raise ConfigError("weights.safetensors is missing", path=weights_path)
+    hf_model = _build_random(meta["blip_config"])
+    pre = _preprocess(meta.get("preprocess"), _vision_size(hf_model))
+    model = BlipRetrieval(
+        hf_model,
+        _tokenizer(meta.get("tokenizer")),
+        pre,
+        name=meta.get("name", directory.name),
+        source=meta.get("source"),
+    )
+    state = load_file(str(weights_path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ConfigError(
+            f"weights do not match model.json: missing {missing[:3]}, unexpected {unexpected[:3]}",
+            path=weights_path,
+        )
+    model.checkpoint_path = directory
+    return model.to(device)
+
+
+# -- training loss --------------------------------------------------------------------------------------
+def as_id_tensor(values: torch.Tensor | Sequence[Any], device: torch.device | str = "cpu") -> torch.Tensor:
+    """Ids of any hashable kind -> int64 [B]; strings hash stably (blake2b) so every rank maps them alike."""
+    if isinstance(values, torch.Tensor):
+        return values.to(device=device, dtype=torch.long).reshape(-1)
+    out = []
+    for v in values:
+        if isinstance(v, int):
+            out.append(v)
+        else:
+            digest = hashlib.blake2b(str(v).encode("utf-8"), digest_size=8).digest()
+            out.append(int.from_bytes(digest, "little", signed=True))
+    return torch.tensor(out, dtype=torch.long, device=device)
+
+
+@dataclass
+class BlipFeatures:
+    """One batch's differentiable features + ids; the unit DDP gathers (field-wise concat over ranks)."""
+
+    image_tokens: torch.Tensor  # [B,T,W] ViT tokens, for ITM
+    image_feat: torch.Tensor  # [B,D] normalised ITC embedding
+    text_feat: torch.Tensor  # [B,D]
+    input_ids: torch.Tensor  # [B,L] `[CLS]`-led
+    attention_mask: torch.Tensor  # [B,L]
+    image_ids: torch.Tensor  # [B] int64
+    attr_ids: torch.Tensor | None = None  # [B] int64
+
+    def __len__(self) -> int:
+        return int(self.image_feat.shape[0])
+
+    def gathered(self, gather: Callable[[torch.Tensor], torch.Tensor]) -> BlipFeatures:
+        """Apply a concat-over-ranks `gather` (with grad for float tensors) to every field."""
+        kwargs = {f.name: getattr(self, f.name) for f in fields(self)}
+        return BlipFeatures(**{k: (gather(v) if v is not None else None) for k, v in kwargs.items()})
+
+
+def _token_batch(model: BlipRetrieval, texts: Any, pad_to_max_length: bool) -> TokenBatch:
+    if isinstance(texts, TokenBatch):
+        tok = texts
+    elif isinstance(texts, tuple) and len(texts) == 2 and isinstance(texts[0], torch.Tensor):
+        tok = TokenBatch(texts[0].long(), texts[1].long(), model.tokenizer.enc_token_id)
+    else:
+        tok = model.tokenizer(list(texts))
+    if pad_to_max_length and tok.input_ids.shape[1] < model.tokenizer.max_length:
+        extra = model.tokenizer.max_length - tok.input_ids.shape[1]
+        pad_id = int(model.tokenizer.hf.pad_token_id)
+        tok = TokenBatch(
+            F.pad(tok.input_ids, (0, extra), value=pad_id),
+            F.pad(tok.attention_mask, (0, extra), value=0),
+            tok.enc_token_id,
+        )
+    return tok.to(model.device)
+
+
+def blip_features(
+    model: BlipRetrieval,
+    pixels: torch.Tensor,
+    texts_or_input_ids: Sequence[str] | TokenBatch | tuple[torch.Tensor, torch.Tensor],
+    image_ids: torch.Tensor | Sequence[Any],
+    attribute_keys: torch.Tensor | Sequence[Any] | None = None,
+    *,
+    pad_to_max_length: bool = False,
+) -> BlipFeatures:
+    """Run both encoders on a batch (with grad). `pad_to_max_length`: equal token lengths across ranks."""
+    tok = _token_batch(model, texts_or_input_ids, pad_to_max_length)
+    tokens = model.image_tokens(pixels.to(model.device))
+    return BlipFeatures(
+        image_tokens=tokens,
+        image_feat=model.image_features(tokens),
+        text_feat=model.text_features(tok.input_ids, tok.attention_mask),
+        input_ids=tok.input_ids,
+        attention_mask=tok.attention_mask,
+        image_ids=as_id_tensor(image_ids, model.device),
+        attr_ids=None if attribute_keys is None else as_id_tensor(attribute_keys, model.device),
+    )
+
+
+def positive_mask(
+    local_ids: torch.Tensor,
+    world_ids: torch.Tensor,
+    local_attr: torch.Tensor | None = None,
+    world_attr: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """[B,N] bool: same image id, or (many-to-many, when attribute ids are given) same attribute key."""
+    pos = local_ids[:, None] == world_ids[None, :]
+    if local_attr is not None and world_attr is not None:
+        pos = pos | (local_attr[:, None] == world_attr[None, :])
+    return pos
+
+
+def sample_hard_negatives(
+    sim: torch.Tensor, exclude: torch.Tensor, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One negative column per row, drawn from softmax(sim) with `exclude`d entries at zero weight (BLIP ITM).
+
+    Returns (index [B], valid [B]); a row whose every entry is excluded has no negative (valid False).
+    Rows whose allowed weights all underflow to 0 fall back to uniform over the allowed entries.
+    """
+    with torch.no_grad():
+        weights = F.softmax(sim.float(), dim=1).masked_fill(exclude, 0.0)
+        allowed = ~exclude
+        valid = allowed.any(dim=1)
+        total = weights.sum(dim=1)
+        fallback = valid & ~(torch.isfinite(total) & (total > 0))
+        weights[fallback] = allowed[fallback].float()
+        weights[~valid] = 1.0  # any column; the caller drops these rows
+        index = torch.multinomial(weights, 1, generator=generator).squeeze(1)
+    return index, valid
+
+
+def blip_itc_itm_loss(
+    model: BlipRetrieval,
+    pixels: torch.Tensor | None,
+    texts_or_input_ids: Sequence[str] | TokenBatch | tuple[torch.Tensor, torch.Tensor] | None,
+    image_ids: torch.Tensor | Sequence[Any] | None,
+    attribute_keys: torch.Tensor | Sequence[Any] | None = None,
+    *,
+    many_to_many: bool = False,
+    features: BlipFeatures | None = None,
+    world: BlipFeatures | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, torch.Tensor]:
+    """The seed's BLIP loss: ITC (soft targets over same-id positives) + ITM with one hard negative image per
+    text and one hard negative text per image. Returns {"loss", "itc", "itm", "temp"}.
+
+    `features`/`world`: precomputed local features and their DDP gather (see the module docstring); a
+    sample's own pair is found in `world` by its id. `many_to_many`: same attribute key counts as positive
+    for ITC and is never drawn as an ITM negative (needs `attribute_keys`).
+    """
+    model.clamp_temperature()
+    local = features
+    if local is None:
+        if pixels is None or texts_or_input_ids is None or image_ids is None:
+            raise ValueError("pass pixels, texts and image_ids, or precomputed `features`")
+        local = blip_features(model, pixels, texts_or_input_ids, image_ids, attribute_keys)
+    world = world if world is not None else local
+    if many_to_many and (local.attr_ids is None or world.attr_ids is None):
+        raise ConfigError("many_to_many needs an attribute key per sample", field="loss.many_to_many")
+    attr = (local.attr_ids, world.attr_ids) if many_to_many else (None, None)
+    pos = positive_mask(local.image_ids, world.image_ids, *attr)
+
+    # ITC: image -> all texts and text -> all images, soft targets = positives / row count.
+    temp = model.temp
+    sim_i2t = local.image_feat @ world.text_feat.t() / temp
+    sim_t2i = local.text_feat @ world.image_feat.t() / temp
+    targets = pos.float() / pos.float().sum(dim=1, keepdim=True)
+    loss_i2t = -(F.log_softmax(sim_i2t, dim=1) * targets).sum(dim=1).mean()
+    loss_t2i = -(F.log_softmax(sim_t2i, dim=1) * targets).sum(dim=1).mean()
+    itc = (loss_i2t + loss_t2i) / 2
+
+    # ITM hard negatives: sampled without grad from the same similarities, positives masked out.
+    neg_image, ok_image = sample_hard_negatives(sim_t2i.detach(), pos, generator)  # for each text
+    neg_text, ok_text = sample_hard_negatives(sim_i2t.detach(), pos, generator)  # for each image
+    ids = torch.cat([local.input_ids, local.input_ids, world.input_ids[neg_text]])
+    mask = torch.cat([local.attention_mask, local.attention_mask, world.attention_mask[neg_text]])
+    images = torch.cat([local.image_tokens, world.image_tokens[neg_image], local.image_tokens])
+    logits = model.itm_logits(ids, mask, images)
+    b = len(local)
+    labels = torch.cat([torch.ones(b), torch.zeros(2 * b)]).long().to(logits.device)
+    keep = torch.cat([torch.ones(b, dtype=torch.bool, device=logits.device), ok_image, ok_text])
+    itm = F.cross_entropy(logits[keep], labels[keep])
+    return {"loss": itc + itm, "itc": itc, "itm": itm, "temp": temp.detach()}
