@@ -1,0 +1,105 @@
+"""Training data: labelled images of a competition split, and a seeded batch order that resume can replay.
+
+The batch order of epoch e is a pure function of (seed, e), so a run resumed at batch k of epoch e sees
+exactly the batches an uninterrupted run would have seen. Under DDP each rank takes its slice of every
+global batch, so the global batch (and the result) does not depend on the number of processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from trafficsearch.data.labels import read_labels
+from trafficsearch.data.layout import split
+from trafficsearch.data.records import Record
+from trafficsearch.data.transforms import Geometry, Preprocess, to_uint8
+from trafficsearch.errors import DataError
+
+
+def load_split(root: str | Path, name: str, limit: int | None = None) -> tuple[list[Record], Path]:
+    """Records of split `name` under a competition-layout root (at most `limit`), and its images folder."""
+    sp = split(root, name)
+    if not sp.labels.is_file():
+        raise DataError(
+            f"no {name} label file (expected {sp.labels.name} in the competition layout)", path=sp.labels
+        )
+    if not sp.images.is_dir():
+        raise DataError(f"no {name} images folder", path=sp.images)
+    records = read_labels(sp.labels).records
+    if limit is not None and limit < len(records):
+        # an evenly spread subset, in file order: label files group kinds (vehicles first), a prefix would not
+        keep = torch.linspace(0, len(records) - 1, limit).round().long().unique().tolist()
+        records = [records[i] for i in keep]
+    return records, sp.images
+
+
+class ImageDataset(Dataset):
+    """Record images after the deterministic geometry, as uint8 [3,S,S] (normalised later, on the batch)."""
+
+    def __init__(self, records: Sequence[Record], images_dir: str | Path, pre: Preprocess) -> None:
+        self.records = list(records)
+        self.images_dir = Path(images_dir)
+        self.geometry: Callable[[Image.Image], Image.Image] = Geometry(pre)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        record = self.records[index]
+        path = self.images_dir / record.image
+        try:
+            with Image.open(path) as image:
+                pixels = to_uint8(self.geometry(image))
+        except FileNotFoundError:
+            raise DataError(
+                "image listed in the labels is missing", path=path, line=record.line or None
+            ) from None
+        except OSError as exc:
+            raise DataError(f"cannot read image: {exc}", path=path, line=record.line or None) from None
+        return pixels, index
+
+
+def preload(
+    dataset: ImageDataset, workers: int = 2, progress: Callable[[int], None] | None = None
+) -> torch.Tensor:
+    """Decode every image once into one uint8 tensor [N,3,S,S] (~12 KiB per 64px image)."""
+    size = dataset.geometry.pre.image_size  # type: ignore[attr-defined]
+    out = torch.empty(len(dataset), 3, size, size, dtype=torch.uint8)
+    loader = DataLoader(dataset, batch_size=64, shuffle=False, num_workers=workers)
+    for pixels, index in loader:
+        out[index] = pixels
+        if progress is not None:
+            progress(len(index))
+    return out
+
+
+class EpochBatches:
+    """Seeded, resumable batch order: batches(epoch, start) yields index lists from batch `start` on.
+
+    drop_last: every step sees a full batch, so the contrastive loss always has the same number of negatives.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        if batch_size % world_size:
+            raise ValueError(f"batch size {batch_size} is not divisible by world size {world_size}")
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size
+
+    def order(self, epoch: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        return torch.randperm(self.n, generator=gen)
+
+    def batches(self, epoch: int, start: int = 0) -> Iterator[list[int]]:
+        perm = self.order(epoch)
+        per_rank = self.batch_size // self.world_size
+        for b in range(start, len(self)):
+            batch = perm[b * self.batch_size : (b + 1) * self.batch_size]
+            yield batch[self.rank * per_rank : (self.rank + 1) * per_rank].tolist()

@@ -1,0 +1,335 @@
+"""open_clip models behind the RetrievalModel interface, plus the text-tower split that training caches on.
+
+Any open_clip architecture is created by name with a pretrained tag, a local weights file, or nothing
+(random init). The text tower is seen as trunk (everything up to the pooled feature) + projection, so a
+frozen trunk's pooled features can be computed once per unique text and only the projection trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from trafficsearch.data.transforms import Preprocess, build_transform
+from trafficsearch.errors import ConfigError
+from trafficsearch.models import registry
+from trafficsearch.models.base import RetrievalModel
+
+log = logging.getLogger(__name__)
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def state_digest(module: nn.Module) -> str:
+    """sha256 over parameter names and bytes: identifies in-memory weights that have no file."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _preprocess_of(model: nn.Module, kind: str) -> Preprocess:
+    cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+    size = cfg.get("size", model.visual.image_size)
+    if isinstance(size, list | tuple):
+        size = size[0]
+    interpolation = cfg.get("interpolation", "bicubic")
+    return Preprocess(
+        kind=kind,
+        image_size=int(size),
+        mean=tuple(cfg.get("mean", Preprocess().mean)),
+        std=tuple(cfg.get("std", Preprocess().std)),
+        interpolation=interpolation if interpolation in ("bicubic", "bilinear") else "bicubic",
+    )
+
+
+def _portable_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Model config for model.json, with the local MiniLM folder written back as "@minilm" (portable)."""
+    cfg = json.loads(json.dumps(cfg))
+    text = cfg.get("text_cfg", {})
+    for key in ("hf_model_name", "hf_tokenizer_name"):
+        if text.get(key) and Path(text[key]) == registry.minilm_dir():
+            text[key] = registry.MINILM
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------- text split
+def is_hf_text(model: nn.Module) -> bool:
+    return hasattr(model, "text") and hasattr(model.text, "transformer") and hasattr(model.text, "pooler")
+
+
+def text_pooled(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Text trunk: tokens -> pooled feature before the projection."""
+    if is_hf_text(model):
+        text = model.text
+        mask = (tokens != text.config.pad_token_id).long()
+        out = text.transformer(input_ids=tokens, attention_mask=mask)
+        return text.pooler(out, mask)
+    if hasattr(model, "token_embedding"):  # open_clip CLIP with its own text transformer
+        from open_clip.transformer import text_global_pool
+
+        cast_dtype = model.transformer.get_cast_dtype()
+        x = model.token_embedding(tokens).to(cast_dtype) + model.positional_embedding.to(cast_dtype)
+        x = model.transformer(x, attn_mask=model.attn_mask)
+        x = model.ln_final(x)
+        return text_global_pool(
+            x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None)
+        )
+    raise ConfigError(f"cannot split the text tower of {type(model).__name__} into trunk and projection")
+
+
+def text_project(model: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
+    """Text projection: pooled feature -> joint embedding space (not normalised)."""
+    proj = model.text.proj if is_hf_text(model) else model.text_projection
+    if proj is None:
+        return pooled
+    if isinstance(proj, nn.Module):
+        return proj(pooled)
+    return pooled @ proj
+
+
+def text_projection_params(model: nn.Module) -> list[nn.Parameter]:
+    proj = model.text.proj if is_hf_text(model) else model.text_projection
+    if proj is None:
+        return []
+    return list(proj.parameters()) if isinstance(proj, nn.Module) else [proj]
+
+
+def text_trunk_params(model: nn.Module) -> list[nn.Parameter]:
+    proj_ids = {id(p) for p in text_projection_params(model)}
+    if is_hf_text(model):
+        params = list(model.text.parameters())
+    else:
+        params = [model.token_embedding.weight, model.positional_embedding]
+        params += list(model.transformer.parameters()) + list(model.ln_final.parameters())
+    return [p for p in params if id(p) not in proj_ids]
+
+
+def text_trunk_modules(model: nn.Module) -> list[nn.Module]:
+    """Modules of the trunk, so a frozen trunk can be kept in eval mode (no dropout) while the rest trains."""
+    if is_hf_text(model):
+        return [model.text.transformer, model.text.pooler]
+    return [model.token_embedding, model.transformer, model.ln_final]
+
+
+def lock_text(model: nn.Module, unlocked_layers: int = 0) -> None:
+    """Freeze the text trunk except its last `unlocked_layers` layers; the projection always trains."""
+    if unlocked_layers < 0:
+        raise ConfigError("must be >= 0", field="model.unlocked_text_layers")
+    # open_clip counts the projection as the last unlockable group of its own text transformer, but not of
+    # an HF tower: shift by one so N means "N trunk layers" for both.
+    groups = unlocked_layers if is_hf_text(model) or unlocked_layers == 0 else unlocked_layers + 1
+    model.lock_text_tower(unlocked_layers=groups, freeze_layer_norm=True)
+    for p in text_projection_params(model):
+        p.requires_grad = True
+
+
+def text_trunk_frozen(model: nn.Module) -> bool:
+    return not any(p.requires_grad for p in text_trunk_params(model))
+
+
+# ------------------------------------------------------------------------------------------------- wrapper
+class OpenClipModel(RetrievalModel):
+    """An open_clip model + tokenizer + eval preprocessing, encoding in batches without gradients."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Callable[..., torch.Tensor],
+        *,
+        name: str,
+        model_cfg: dict[str, Any],
+        preprocess: Preprocess,
+        source: dict[str, Any],
+        device: str | torch.device = "cpu",
+        text_batch_size: int = 256,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.name = name
+        self.model_cfg = model_cfg
+        self.preprocess = preprocess
+        self.source = source
+        self.device = torch.device(device)
+        self.text_batch_size = text_batch_size
+        self.embed_dim = int(model_cfg["embed_dim"])
+        self.image_size = preprocess.image_size
+        self.model.to(self.device)
+
+    # -- RetrievalModel
+    def image_transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        return build_transform(self.preprocess)
+
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            out = self.model.encode_image(pixels.to(self.device, non_blocking=True))
+        finally:
+            self.model.train(was_training)
+        return F.normalize(out.float(), dim=-1)
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.tokenizer(list(texts))
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            rows = []
+            for start in range(0, len(texts), self.text_batch_size):
+                tokens = self.tokenize(texts[start : start + self.text_batch_size]).to(self.device)
+                rows.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1))
+        finally:
+            self.model.train(was_training)
+        if not rows:
+            return torch.empty(0, self.embed_dim)
+        return torch.cat(rows)
+
+    def manifest(self) -> dict[str, Any]:
+        source = dict(self.source)
+        if source.get("weights_sha256") is None:
+            source["weights_sha256"] = "state:" + state_digest(self.model)
+        return {
+            "family": "open_clip",
+            "name": self.name,
+            "embed_dim": self.embed_dim,
+            "image_size": self.image_size,
+            **source,
+            "preprocess": {**self.preprocess.to_dict(), "description": self.preprocess.describe()},
+        }
+
+    # -- model.json
+    def model_json(self) -> dict[str, Any]:
+        """What a checkpoint needs to rebuild this model with no registry: architecture + preprocessing."""
+        return {
+            "family": "open_clip",
+            "name": self.name,
+            "model_cfg": _portable_config(self.model_cfg),
+            "preprocess": self.preprocess.to_dict(),
+        }
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> OpenClipModel:
+        from trafficsearch.models.checkpoint import load_checkpoint
+
+        return load_checkpoint(path, device=device)
+
+
+def _quiet_transformers() -> None:
+    """transformers prints a load report and progress bars per MiniLM load; keep the CLI output clean."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def _tokenizer_for(name: str, model_cfg: dict[str, Any]) -> Callable[..., torch.Tensor]:
+    import open_clip
+
+    text = model_cfg.get("text_cfg", {})
+    hf_tok = text.get("hf_tokenizer_name")
+    if hf_tok:
+        from open_clip.tokenizer import HFTokenizer
+
+        return HFTokenizer(hf_tok, context_length=text.get("context_length", 77))
+    return open_clip.get_tokenizer(name)
+
+
+def build_from_config(
+    name: str,
+    model_cfg: dict[str, Any],
+    *,
+    pretrained: str | None = None,
+    load_text_pretrained: bool = True,
+    transform: str = "pad",
+    device: str | torch.device = "cpu",
+) -> OpenClipModel:
+    """Create an open_clip model from a full architecture config (registered under a content-hash name)."""
+    import open_clip
+
+    cfg = registry.resolve_placeholders(model_cfg)
+    if name in registry.list_models() and registry.get_model_config(name) == cfg:
+        reg_name = name
+    else:
+        reg_name = "ts-cfg-" + hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+        registry.register_model_config(reg_name, cfg)
+    source: dict[str, Any] = {"pretrained": pretrained, "checkpoint": None, "weights_sha256": None}
+    if pretrained and os.path.isfile(pretrained):
+        source["checkpoint"] = str(Path(pretrained).resolve())
+        source["weights_sha256"] = sha256_file(pretrained)
+    _quiet_transformers()
+    try:
+        model = open_clip.create_model(
+            reg_name, pretrained=pretrained, device="cpu", pretrained_text=load_text_pretrained
+        )
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"cannot create open_clip model {name!r} with pretrained={pretrained!r}: {exc}"
+        ) from exc
+    model.eval()
+    return OpenClipModel(
+        model,
+        _tokenizer_for(reg_name, cfg),
+        name=name,
+        model_cfg=cfg,
+        preprocess=_preprocess_of(model, transform),
+        source=source,
+        device=device,
+    )
+
+
+def create_clip(
+    name: str,
+    pretrained: str | None = None,
+    *,
+    transform: str = "pad",
+    device: str | torch.device = "cpu",
+) -> OpenClipModel:
+    """Create any open_clip model by name: pretrained = tag (may download), local weights file, or None."""
+    cfg = registry.get_model_config(name)
+    if pretrained and not os.path.isfile(pretrained):
+        import open_clip
+
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if pretrained not in tags:
+            raise ConfigError(
+                f"{pretrained!r} is neither a file nor a pretrained tag of {name} "
+                f"(tags: {', '.join(tags) or 'none'})",
+                field="model.pretrained",
+            )
+        # A tag: let open_clip resolve its weights and preprocessing under the real model name.
+        try:
+            model = open_clip.create_model(name, pretrained=pretrained, device="cpu")
+        except RuntimeError as exc:
+            raise ConfigError(f"cannot load {name} weights {pretrained!r}: {exc}") from exc
+        model.eval()
+        return OpenClipModel(
+            model,
+            _tokenizer_for(name, cfg),
+            name=name,
+            model_cfg=cfg,
+            preprocess=_preprocess_of(model, transform),
+            source={"pretrained": pretrained, "checkpoint": None, "weights_sha256": None},
+            device=device,
+        )
+    return build_from_config(name, cfg, pretrained=pretrained, transform=transform, device=device)
