@@ -279,9 +279,17 @@ def build_from_config(
         source["weights_sha256"] = sha256_file(pretrained)
     _quiet_transformers()
     try:
-        model = open_clip.create_model(
-            reg_name, pretrained=pretrained, device="cpu", pretrained_text=load_text_pretrained
-        )
+        # open_clip warns "initialized randomly" on the root logger whenever pretrained is None, also when
+        # a checkpoint's weights are loaded right after; keep that noise out of the user's terminal.
+        root_logger = logging.getLogger()
+        level = root_logger.level
+        root_logger.setLevel(logging.ERROR if not pretrained else level)
+        try:
+            model = open_clip.create_model(
+                reg_name, pretrained=pretrained, device="cpu", pretrained_text=load_text_pretrained
+            )
+        finally:
+            root_logger.setLevel(level)
     except RuntimeError as exc:
         raise ConfigError(
             f"cannot create open_clip model {name!r} with pretrained={pretrained!r}: {exc}"

@@ -173,13 +173,27 @@ def nest(key: str, value: Any) -> dict[str, Any]:
     return out
 
 
+BUILTIN_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A YAML file path, or the name of a packaged config such as `demo/default` or `seed/vit-h-14-a`."""
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    name = str(path).removeprefix("configs/")
+    for builtin in (BUILTIN_CONFIGS / name, BUILTIN_CONFIGS / f"{name}.yaml"):
+        if builtin.is_file():
+            return builtin
+    known = sorted(str(p.relative_to(BUILTIN_CONFIGS).with_suffix("")) for p in BUILTIN_CONFIGS.rglob("*.yaml"))
+    raise ConfigError(f"config file not found (packaged configs: {', '.join(known)})", path=path)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults <- YAML file <- `key=value` overrides; raises ConfigError naming the offending key."""
     cfg = Config()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError("config file not found", path=path)
+        path = resolve_config_path(path)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
