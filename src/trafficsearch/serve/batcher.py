@@ -5,6 +5,8 @@ meant to be driven from many threads at once. So requests wait on an asyncio que
 milliseconds; one worker drains it, groups the pending queries by (kind, rerank), calls
 `engine.search` once per group with the largest k asked for in a worker thread, and cuts each
 answer back to the k its request asked for. While one batch runs, the next one collects.
+The window is only waited for when there is company (more queries queued, or the previous batch
+held several): a lone query on an idle service goes straight to the engine.
 """
 
 from __future__ import annotations
@@ -21,7 +23,12 @@ class Engine(Protocol):
     """What the service needs from `trafficsearch.search.engine.SearchEngine`."""
 
     def search(
-        self, texts: Any, k: int = 10, kind: str | None = None, where: dict | None = None, rerank: bool = False
+        self,
+        texts: Any,
+        k: int = 10,
+        kind: str | None = None,
+        where: dict | None = None,
+        rerank: bool = False,
     ) -> list[list[Any]]: ...
 
     def image_path(self, image_id: int) -> Any: ...
@@ -71,6 +78,8 @@ class MicroBatcher:
         self._queue: asyncio.Queue[_Pending] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._inflight: list[_Pending] = []
+        self._last_size = 0
 
     def _ensure_worker(self) -> asyncio.Queue[_Pending]:
         # Started lazily on the serving loop: works the same under uvicorn and under test clients.
@@ -97,8 +106,10 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError, RuntimeError):
                 await worker
         queue, self._queue = self._queue, None
+        leftovers = list(self._inflight)
         while queue is not None and not queue.empty():
-            item = queue.get_nowait()
+            leftovers.append(queue.get_nowait())
+        for item in leftovers:
             if not item.future.done():
                 item.future.set_exception(RuntimeError("search service is shutting down"))
 
@@ -106,6 +117,9 @@ class MicroBatcher:
         # Poll the queue instead of cancelling `queue.get()` on a timeout: a cancelled get can race
         # with a put on Python 3.11, and a lost query would hang its client.
         batch = [await queue.get()]
+        await asyncio.sleep(0)  # let requests that are already being handled enqueue too
+        if queue.empty() and self._last_size <= 1:
+            return batch  # a lone query on an idle service: waiting would only add latency
         deadline = time.monotonic() + self.window
         while True:
             while len(batch) < self.max_batch and not queue.empty():
@@ -123,6 +137,8 @@ class MicroBatcher:
                 continue
             self.stats.batches += 1
             self.stats.largest_batch = max(self.stats.largest_batch, len(live))
+            self._inflight = live
+            self._last_size = len(live)
             try:
                 results = await asyncio.to_thread(self._search_groups, live)
             except Exception as exc:  # one bad batch must not kill the worker

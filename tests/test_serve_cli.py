@@ -1,0 +1,97 @@
+"""`trafficsearch serve INDEX_DIR`: the real command in a subprocess over an index of a saved checkpoint,
+and its one-line user errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from trafficsearch.index import build_index
+from trafficsearch.index.testing import make_color_gallery
+from trafficsearch.search.engine import SearchEngine
+from trafficsearch.serve.bench import free_port
+
+torch.set_num_threads(2)
+COLORS = ["red", "blue", "green", "white", "black", "yellow"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from trafficsearch.models import load_model
+    from trafficsearch.models.checkpoint import save_checkpoint
+    from trafficsearch.models.clip import create_clip
+
+    root = tmp_path_factory.mktemp("cli")
+    make_color_gallery(root / "gallery", {f"{100_000 + i:06d}.jpg": c for i, c in enumerate(COLORS * 3)})
+    torch.manual_seed(0)
+    save_checkpoint(root / "ckpt", create_clip("ts-tiny-test"))
+    model = load_model(root / "ckpt")  # the model as `serve` will load it, so the fingerprints agree
+    build_index(root / "gallery", root / "idx", model, model_spec=root / "ckpt", workers=0, progress=False)
+    return root / "idx"
+
+
+def _cli(*args: str, **kwargs) -> subprocess.Popen:  # noqa: ANN003
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "2"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "trafficsearch.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **kwargs,
+    )
+
+
+def test_serve_command_serves_the_index_on_loopback(checkpoint_index: Path) -> None:
+    port = free_port()
+    process = _cli("serve", str(checkpoint_index), "--port", str(port), "--no-access-log")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, process.communicate()[1]
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "serve did not come up"
+            time.sleep(0.3)
+        health = httpx.get(f"{url}/healthz").json()
+        assert health["count"] == 18 and health["model"] == "ts-tiny-test"
+        response = httpx.post(f"{url}/search", json={"text": "This is a red Audi.", "k": 5}, timeout=60)
+        assert response.status_code == 200
+        expected = SearchEngine.open(checkpoint_index).search(["This is a red Audi."], k=5)[0]
+        assert [h["name"] for h in response.json()["hits"]] == [h.name for h in expected]
+        assert httpx.get(f"{url}/").status_code == 200
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=30)
+    assert "Traceback" not in err
+    assert f"http://127.0.0.1:{port}/" in err  # the banner names the loopback URL
+
+
+@pytest.mark.parametrize("make", ["missing", "not-an-index"])
+def test_serve_command_user_errors_are_one_line(
+    tmp_path: Path, make: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trafficsearch.cli import main
+
+    target = tmp_path / "idx"
+    if make == "not-an-index":
+        target.mkdir()
+        (target / "manifest.json").write_text("{broken")
+    monkeypatch.setattr(sys, "argv", ["trafficsearch", "serve", str(target), "--port", str(free_port())])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "idx" in lines[0]
