@@ -1,0 +1,270 @@
+"""`trafficsearch index ...`, `search` and `submit`: build/extend/tune an index and query it.
+
+`trafficsearch index GALLERY_DIR --model SPEC --out DIR` is short for `trafficsearch index build ...`:
+when the first word after `index` is not a sub-command name, `build` is assumed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+from typer.core import TyperGroup
+
+from trafficsearch.errors import TrafficSearchError
+
+console = Console()
+err = Console(stderr=True)
+
+
+class _DefaultToBuild(TyperGroup):
+    """A group whose default sub-command is `build`, so `index GALLERY ...` keeps working."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["build", *args]
+        return super().parse_args(ctx, args)
+
+
+index_app = typer.Typer(
+    cls=_DefaultToBuild,
+    no_args_is_help=True,
+    help="Build, extend, merge, tune and inspect an index. "
+    "`index GALLERY_DIR --model SPEC --out DIR` is short for `index build GALLERY_DIR ...`.",
+)
+
+
+@index_app.command("build")
+def build(
+    gallery: Path = typer.Argument(..., help="Folder of gallery images (searched recursively)."),
+    model: str = typer.Option(..., "--model", help="Checkpoint dir or open_clip:<name>[:<tag or weights>]."),
+    out: Path = typer.Option(..., "--out", help="Index directory to write (resumes when it exists)."),
+    labels: Path | None = typer.Option(None, "--labels", help="Label file: gives each image its kind."),
+    factory: str = typer.Option("Flat", "--factory", help="FAISS factory string; Flat is exact search."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    workers: int = typer.Option(2, "--workers", min=0, help="DataLoader processes decoding images."),
+    shard_size: int = typer.Option(4096, "--shard-size", min=1, help="Images per resumable shard."),
+    max_pixels: int = typer.Option(64_000_000, "--max-pixels", min=1, help="Refuse to decode larger images."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Encode a gallery into an index; an interrupted build resumes where it stopped.
+
+    With RANK/WORLD_SIZE set (torchrun) each rank encodes shards i % WORLD_SIZE == RANK and the rank that
+    finishes last merges them (or run `trafficsearch index merge DIR`).
+    """
+    from trafficsearch.index.build import build_index, load_model_spec
+
+    with err.status(f"loading model {model} ..."):
+        retrieval_model = load_model_spec(model, device=device)
+    result = build_index(
+        gallery,
+        out,
+        retrieval_model,
+        model_spec=model,
+        labels=labels,
+        factory=factory,
+        batch_size=batch_size,
+        workers=workers,
+        shard_size=shard_size,
+        max_pixels=max_pixels,
+        device=device,
+    )
+    prefix = f"rank {result.rank}/{result.world_size}: " if result.world_size > 1 else ""
+    err.print(
+        f"{prefix}encoded {result.encoded} images in {result.shards_encoded} shards "
+        f"({result.shards_done_before} already done)"
+    )
+    if result.manifest:
+        _print_summary(out, result.manifest)
+    else:
+        err.print(
+            "other ranks' shards are still running: the last rank merges, or run "
+            f"`trafficsearch index merge {out}`"
+        )
+
+
+@index_app.command("add")
+def add(
+    index_dir: Path = typer.Argument(..., help="Existing index directory."),
+    images: list[Path] = typer.Argument(None, help="Image files or folders to append."),
+    folder: Path | None = typer.Option(None, "--dir", help="Append every image in this folder."),
+    labels: Path | None = typer.Option(None, "--labels", help="Label file giving the new images' kinds."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    workers: int = typer.Option(2, "--workers", min=0),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Append new images without re-encoding the others; the FAISS index is extended, not rebuilt."""
+    from trafficsearch.index.build import add_images
+
+    items = list(images or []) + ([folder] if folder else [])
+    if not items:
+        raise TrafficSearchError("give image files/folders or --dir FOLDER", field="images")
+    result = add_images(
+        index_dir, items, labels=labels, batch_size=batch_size, workers=workers, device=device
+    )
+    err.print(f"added {result.encoded} images")
+    if result.manifest:
+        _print_summary(index_dir, result.manifest)
+
+
+@index_app.command("merge")
+def merge(
+    index_dir: Path = typer.Argument(..., help="Index directory whose shards are all encoded."),
+    factory: str | None = typer.Option(None, "--factory", help="FAISS factory (default: as built)."),
+) -> None:
+    """Gather finished shards into the vectors, metadata and FAISS index (after a multi-rank build)."""
+    from trafficsearch.index.build import merge_index
+
+    with err.status("merging shards ..."):
+        manifest = merge_index(index_dir, factory=factory)
+    _print_summary(index_dir, manifest)
+
+
+@index_app.command("tune")
+def tune(
+    index_dir: Path = typer.Argument(..., help="Index directory."),
+    queries: Path = typer.Option(
+        ..., "--queries", help="Query file (one text per line), e.g. test_text.txt."
+    ),
+    k: int = typer.Option(10, "-k", min=1),
+    target: float = typer.Option(0.95, "--target", min=0.0, max=1.0, help="Recall@k the setting must reach."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Measure recall@k and latency of IVF/HNSW/IVF-PQ against exact search; keep the fastest good one."""
+    from trafficsearch.data.labels import read_queries
+    from trafficsearch.index.tune import tune_index_dir
+
+    texts = read_queries(queries)
+    with err.status("tuning ...") as status:
+        result, _ = tune_index_dir(
+            index_dir,
+            texts,
+            k=k,
+            target=target,
+            device=device,
+            log=lambda line: status.update(f"tuning: {line}"),
+        )
+    table = Table(
+        title=f"recall@{result.k} vs exact ({result.n_queries} distinct queries, {result.n_vectors} images)"
+    )
+    for column in ("factory", "params", f"recall@{result.k}", "ms/query", "build s", ""):
+        table.add_column(column)
+    for trial in result.trials:
+        chosen = "chosen" if trial is result.best else ""
+        table.add_row(
+            trial.factory,
+            json.dumps(trial.params),
+            f"{trial.recall:.4f}",
+            f"{trial.ms_per_query:.4f}",
+            f"{trial.build_s:.2f}",
+            chosen,
+        )
+    console.print(table)
+    console.print(f"saved {result.best.factory} {result.best.params or ''} (recall {result.best.recall:.4f})")
+
+
+@index_app.command("info")
+def info(
+    index_dir: Path = typer.Argument(..., help="Index directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest summary as JSON."),
+) -> None:
+    """Show what an index holds: model, count, kinds, FAISS setting and its measured recall."""
+    from trafficsearch.index.files import read_manifest
+    from trafficsearch.index.store import open_index
+
+    open_index(index_dir)  # verifies that every part agrees
+    manifest = read_manifest(index_dir)
+    if as_json:
+        console.print_json(json.dumps(manifest))
+        return
+    _print_summary(index_dir, manifest)
+
+
+def _print_summary(index_dir: Path, manifest: dict) -> None:
+    table = Table(show_header=False, title=str(index_dir))
+    tune_info = manifest.get("tune") or {}
+    rows = {
+        "images": f"{manifest['count']} encoded, {manifest['n_skipped']} skipped (see skipped.jsonl)",
+        "kinds": ", ".join(f"{k}: {v}" for k, v in manifest.get("kinds", {}).items()),
+        "model": f"{manifest['model_name']} ({manifest['model_spec']})",
+        "fingerprint": manifest["model_fingerprint"],
+        "dim": str(manifest["dim"]),
+        "faiss": f"{manifest['faiss']['factory']} {json.dumps(manifest['faiss']['params'] or {})}",
+        "tuned recall": str(
+            (tune_info.get("chosen") or {}).get(
+                "recall", "not tuned (exact)" if manifest["faiss"]["factory"] == "Flat" else "-"
+            )
+        ),
+        "gallery": manifest["gallery_root"],
+        "updated": manifest.get("updated", ""),
+    }
+    for key, value in rows.items():
+        table.add_row(key, value)
+    console.print(table)
+
+
+def search(
+    index_dir: Path = typer.Argument(..., help="Index directory."),
+    text: str = typer.Argument(..., help="What to look for, e.g. 'This is a white Audi Sedan.'"),
+    k: int = typer.Option(10, "-k", min=1),
+    kind: str | None = typer.Option(None, "--kind", help="Only this kind: vehicle, pedestrian or unknown."),
+    device: str = typer.Option("cpu", "--device"),
+    as_json: bool = typer.Option(False, "--json", help="Print hits as JSON."),
+) -> None:
+    """Print the top-k images for a text query with their scores."""
+    from trafficsearch.search.engine import SearchEngine
+
+    with err.status("opening index ..."):
+        engine = SearchEngine.open(index_dir, device=device)
+    hits = engine.search([text], k=k, kind=kind)[0]
+    if as_json:
+        console.print_json(json.dumps([h.__dict__ for h in hits]))
+        return
+    table = Table(title=text)
+    for column in ("#", "score", "name", "kind", "path"):
+        table.add_column(column)
+    for rank, hit in enumerate(hits, start=1):
+        table.add_row(str(rank), f"{hit.score:.4f}", hit.name, hit.kind, str(engine.image_path(hit.id)))
+    console.print(table)
+
+
+def submit(
+    index_dir: Path = typer.Argument(..., help="Index directory over the test gallery."),
+    queries: Path = typer.Option(..., "--queries", help="test_text.txt: one query per line."),
+    out: Path = typer.Option(..., "--out", help="Submission JSON to write."),
+    k: int = typer.Option(10, "-k", min=1),
+    kind: str | None = typer.Option(None, "--kind", help="Restrict every query to one kind."),
+    rerank: bool = typer.Option(False, "--rerank/--no-rerank", help="Apply the re-ranking stages."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Write the competition submission JSON: top-k image names per query line, in file order."""
+    from trafficsearch.data.labels import read_queries
+    from trafficsearch.eval.submission import write_submission
+    from trafficsearch.search.engine import SearchEngine
+
+    texts = read_queries(queries)
+    with err.status("opening index ..."):
+        engine = SearchEngine.open(index_dir, device=device)
+    ranked: list[list[str]] = []
+    chunk = 2048
+    with Progress(console=err) as progress:
+        task = progress.add_task("searching", total=len(texts))
+        for start in range(0, len(texts), chunk):
+            part = texts[start : start + chunk]
+            ranked.extend(
+                [h.name for h in hits] for hits in engine.search(part, k=k, kind=kind, rerank=rerank)
+            )
+            progress.advance(task, len(part))
+    write_submission(out, texts, ranked)
+    err.print(f"wrote {len(texts)} results ({len(set(texts))} distinct queries) to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(index_app, name="index")
+    app.command("search")(search)
+    app.command("submit")(submit)

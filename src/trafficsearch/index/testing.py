@@ -1,0 +1,96 @@
+"""A tiny deterministic RetrievalModel for tests and examples: an image's vector is its mean colour, a
+text's vector is the colour it names. Known vectors make "the search returns the right image" checkable."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+COLOR_WORDS: dict[str, tuple[float, float, float]] = {
+    "red": (1.0, 0.0, 0.0),
+    "green": (0.0, 1.0, 0.0),
+    "blue": (0.0, 0.0, 1.0),
+    "yellow": (1.0, 1.0, 0.0),
+    "cyan": (0.0, 1.0, 1.0),
+    "magenta": (1.0, 0.0, 1.0),
+    "white": (1.0, 1.0, 1.0),
+    "black": (0.0, 0.0, 0.0),
+    "grey": (0.5, 0.5, 0.5),
+    "orange": (1.0, 0.5, 0.0),
+    "purple": (0.5, 0.0, 0.5),
+}
+
+
+def color_embedding(rgb: torch.Tensor, variant: int = 0) -> torch.Tensor:
+    """[B,3] colours in 0..1 -> [B,8] unit vectors; `variant` changes the map (a 'different checkpoint')."""
+    centred = rgb - 0.5
+    extra = torch.stack([centred.mean(1), centred[:, 0] - centred[:, 1]], dim=1)
+    features = torch.cat([centred, extra, torch.full_like(rgb, 0.05)], dim=1)
+    if variant:
+        features = features.roll(variant, dims=1)
+    return torch.nn.functional.normalize(features, dim=1)
+
+
+class ColorTransform:
+    """PIL RGB -> [3, s, s] float tensor in 0..1 (a picklable class, so DataLoader workers can use it)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        small = image.convert("RGB").resize((self.size, self.size), Image.Resampling.BILINEAR)
+        array = np.asarray(small, dtype=np.float32) / 255.0
+        return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+class ColorModel:
+    """Implements the RetrievalModel interface of trafficsearch.models.base with colour features."""
+
+    def __init__(self, variant: int = 0, image_size: int = 8) -> None:
+        self.variant = variant
+        self.name = f"color-test-v{variant}"
+        self.embed_dim = 8
+        self.image_size = image_size
+        self.text_calls = 0  # how many texts were encoded (tests check the query cache)
+
+    def image_transform(self) -> ColorTransform:
+        return ColorTransform(self.image_size)
+
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        return color_embedding(pixels.float().mean(dim=(2, 3)), self.variant)
+
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        self.text_calls += len(texts)
+        rgb = []
+        for text in texts:
+            words = [w.strip(".,!?").lower() for w in text.split()]
+            rgb.append(next((COLOR_WORDS[w] for w in words if w in COLOR_WORDS), (0.5, 0.5, 0.5)))
+        return color_embedding(torch.tensor(rgb, dtype=torch.float32), self.variant)
+
+    def manifest(self) -> dict:
+        return {
+            "name": self.name,
+            "checkpoint_sha256": f"color-{self.variant}",
+            "embed_dim": self.embed_dim,
+            "image_size": self.image_size,
+            "preprocessing": {"image_size": self.image_size, "resize": "bilinear"},
+        }
+
+
+def make_color_gallery(
+    root: Path, names_to_colors: dict[str, str], size: tuple[int, int] = (24, 32)
+) -> list[Path]:
+    """Write one solid-colour JPEG per name (e.g. {"a.jpg": "red"}) under `root`; returns the paths."""
+    root.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, color in names_to_colors.items():
+        rgb = tuple(int(round(c * 255)) for c in COLOR_WORDS[color])
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, rgb).save(path, quality=95)
+        paths.append(path)
+    return paths

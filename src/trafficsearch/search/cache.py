@@ -1,0 +1,49 @@
+"""Query-embedding cache: competition query files repeat a few hundred texts thousands of times."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+
+class TextCache:
+    """LRU map text -> float32 vector; `encode` is only called for texts not seen recently."""
+
+    def __init__(
+        self, encode: Callable[[Sequence[str]], np.ndarray], capacity: int = 100_000, batch: int = 256
+    ):
+        self._encode = encode
+        self._store: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.capacity = capacity
+        self.batch = batch
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def get(self, texts: Sequence[str]) -> np.ndarray:
+        """[len(texts), D] vectors in input order."""
+        with self._lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._store]
+            self.hits += len(texts) - len(missing)
+            self.misses += len(missing)
+        fresh: dict[str, np.ndarray] = {}
+        for start in range(0, len(missing), self.batch):
+            chunk = missing[start : start + self.batch]
+            vectors = np.asarray(self._encode(chunk), dtype=np.float32)
+            fresh.update(zip(chunk, vectors, strict=True))
+        with self._lock:
+            for text, vector in fresh.items():
+                self._store[text] = vector
+            out = np.stack([fresh[t] if t in fresh else self._store[t] for t in texts])
+            for text in texts:
+                if text in self._store:
+                    self._store.move_to_end(text)
+            while len(self._store) > self.capacity:
+                self._store.popitem(last=False)
+        return out

@@ -1,0 +1,37 @@
+"""Candidate stages: what happens between the first-stage similarity search and the final top-k.
+
+The engine fetches `depth` candidates per query, then passes them through its stages in order. Fusion of
+several models and ITM re-ranking plug in here as stages; today the list is empty (or holds filters).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+@dataclass
+class Candidates:
+    """One query's candidates: index rows and their scores, best first."""
+
+    rows: np.ndarray  # int64
+    scores: np.ndarray  # float32
+
+    def top(self, k: int) -> Candidates:
+        return Candidates(self.rows[:k], self.scores[:k])
+
+
+class Stage(Protocol):
+    """Re-scores/re-orders candidates; `depth` is how many first-stage candidates it wants to see."""
+
+    depth: int
+
+    def __call__(self, texts: Sequence[str], candidates: list[Candidates]) -> list[Candidates]: ...
+
+
+def sort_candidates(rows: np.ndarray, scores: np.ndarray) -> Candidates:
+    order = np.argsort(-scores, kind="stable")
+    return Candidates(rows[order], scores[order])
