@@ -185,7 +185,9 @@ def resolve_config_path(path: str | Path) -> Path:
     for builtin in (BUILTIN_CONFIGS / name, BUILTIN_CONFIGS / f"{name}.yaml"):
         if builtin.is_file():
             return builtin
-    known = sorted(str(p.relative_to(BUILTIN_CONFIGS).with_suffix("")) for p in BUILTIN_CONFIGS.rglob("*.y*ml"))
+    known = sorted(
+        str(p.relative_to(BUILTIN_CONFIGS).with_suffix("")) for p in BUILTIN_CONFIGS.rglob("*.yaml")
+    )
     raise ConfigError(f"config file not found (packaged configs: {', '.join(known)})", path=path)
 
 
