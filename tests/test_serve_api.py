@@ -297,3 +297,13 @@ def test_create_app_needs_a_gallery_root(tmp_path: Path) -> None:
         create_app(engine)
     app = create_app(engine, gallery_root=tmp_path / "g")
     assert app.state.gallery_root == (tmp_path / "g").resolve()
+
+
+def test_api_docs_are_served_offline(world: dict) -> None:
+    client = world["client"]
+    page = client.get("/docs")
+    assert page.status_code == 200
+    assert "/docs-static/swagger-ui-bundle.js" in page.text and "cdn" not in page.text.lower()
+    js = client.get("/docs-static/swagger-ui-bundle.js")
+    assert js.status_code == 200 and len(js.content) > 100_000
+    assert client.get("/openapi.json").json()["paths"]["/search"]

@@ -93,6 +93,24 @@ def _parse_json(body: bytes) -> Any:
         ) from exc
 
 
+def _mount_offline_docs(app: FastAPI) -> None:
+    """/docs with Swagger UI from the swagger-ui-bundle package, so the API docs work without a network."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-static", StaticFiles(directory=str(swagger_ui_path)), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Response:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="trafficsearch API",
+            swagger_js_url="/docs-static/swagger-ui-bundle.js",
+            swagger_css_url="/docs-static/swagger-ui.css",
+            swagger_favicon_url="/docs-static/favicon-32x32.png",
+        )
+
+
 def create_app(
     engine: Engine,
     *,
@@ -130,7 +148,10 @@ def create_app(
         summary="Find pedestrians and vehicles in traffic-camera crops from a text description.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served below from the bundled Swagger UI: offline-first, no CDN
+        redoc_url=None,
     )
+    _mount_offline_docs(app)
     app.state.engine = engine
     app.state.batcher = batcher
     app.state.thumbs = thumbs
