@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "trafficsearch.cli.train_commands",
     "trafficsearch.cli.index_commands",
     "trafficsearch.cli.eval_commands",
+    "trafficsearch.cli.ensemble_commands",
     "trafficsearch.cli.serve_commands",
     "trafficsearch.cli.demo_commands",
 )

@@ -2,6 +2,10 @@
 
 text -> (cached) text embedding -> FAISS top-`depth` (filtered by an id selector, so a kind/metadata filter
 never loses hits to over-fetching) -> candidate stages (fusion / ITM re-ranking hooks) -> top-k Hits.
+
+An ensemble index dir (search/ensemble.py) opens through the same `SearchEngine.open`: its `first_stage`
+(fused rows of several models) replaces the FAISS search, everything after it is shared. Kind routing
+(search/routing.py, `route=off|hard|soft`) decides which rows the first stage may return.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from trafficsearch.errors import TrafficSearchError
 from trafficsearch.index import faiss_util
 from trafficsearch.index.files import model_fingerprint
 from trafficsearch.index.store import IndexData, open_index
+from trafficsearch.search import routing
 from trafficsearch.search.cache import TextCache
-from trafficsearch.search.stages import Candidates, Stage
+from trafficsearch.search.stages import Candidates, FirstStage, Stage
 
 _QUERY_CHUNK = 1024
 
@@ -36,7 +41,10 @@ class Hit:
 
 
 class SearchEngine:
-    """Search one index with its model. `stages` always run; `rerank_stages` only when rerank=True."""
+    """Search one index with its model. `stages` always run; `rerank_stages` only when rerank=True.
+
+    `first_stage` (an ensemble's fusion) replaces the FAISS search; `route` is the default kind routing.
+    """
 
     def __init__(
         self,
@@ -45,18 +53,37 @@ class SearchEngine:
         stages: Sequence[Stage] = (),
         rerank_stages: Sequence[Stage] = (),
         cache_size: int = 100_000,
+        first_stage: FirstStage | None = None,
+        route: str = "off",
+        soft_penalty: float = routing.DEFAULT_SOFT_PENALTY,
     ) -> None:
         self.data = data
         self.model = model
         self.stages: list[Stage] = list(stages)
         self.rerank_stages: list[Stage] = list(rerank_stages)
+        self.first_stage = first_stage
+        self.route = routing.check_route(route)
+        self.soft_penalty = float(soft_penalty)
         self.cache = TextCache(self._encode_texts, capacity=cache_size)
         self._params = dict(data.manifest.get("faiss", {}).get("params") or {})
         self._selectors: dict[str, tuple[faiss.IDSelector | None, np.ndarray, int]] = {}
 
     @classmethod
     def open(cls, index_dir: str | Path, model: Any | None = None, device: str = "cpu") -> SearchEngine:
-        """Open an index with its model: the manifest's spec by default, or a model / spec that must match."""
+        """Open an index with its model: the manifest's spec by default, or a model / spec that must match.
+
+        An ensemble index dir (with ensemble.yaml) loads its members' models itself; `model` must be None.
+        """
+        from trafficsearch.search.ensemble import is_ensemble_dir, open_ensemble_engine
+
+        if is_ensemble_dir(index_dir):
+            if model is not None:
+                raise TrafficSearchError(
+                    "an ensemble index loads its members' models from ensemble.yaml; do not pass a model",
+                    path=index_dir,
+                    field="model",
+                )
+            return open_ensemble_engine(index_dir, device=device, engine_cls=cls)
         data = open_index(index_dir)
         manifest = data.manifest
         if model is None or isinstance(model, str | Path):
@@ -106,6 +133,10 @@ class SearchEngine:
             empty = Candidates(np.empty(0, np.int64), np.empty(0, np.float32))
             return [empty for _ in texts]
         depth = min(depth, allowed)
+        if self.first_stage is not None:
+            rows = None if selector is None else self._allowed_rows(kind, where)
+            fused = dict(zip(unique, self.first_stage.search(unique, depth, rows), strict=True))
+            return [fused[t] for t in texts]
         found: dict[str, Candidates] = {}
         for start in range(0, len(unique), _QUERY_CHUNK):
             chunk = unique[start : start + _QUERY_CHUNK]
@@ -121,12 +152,15 @@ class SearchEngine:
                 found[text] = Candidates(r[keep].astype(np.int64), s[keep].astype(np.float32))
         return [found[t] for t in texts]
 
+    def _allowed_rows(self, kind: str | None, where: dict[str, Any] | None) -> np.ndarray:
+        conditions = {**(where or {}), **({"kind": kind} if kind is not None else {})}
+        return self._selectors[json.dumps(conditions, sort_keys=True, default=str)][1]
+
     def _subset_search(
         self, kind: str | None, where: dict[str, Any] | None, queries: np.ndarray, depth: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-`depth` among the filtered rows (fallback for indexes without selector support)."""
-        conditions = {**(where or {}), **({"kind": kind} if kind is not None else {})}
-        allowed = self._selectors[json.dumps(conditions, sort_keys=True, default=str)][1]
+        allowed = self._allowed_rows(kind, where)
         scores = queries @ np.asarray(self.data.vectors[allowed], dtype=np.float32).T
         top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
         return np.take_along_axis(scores, top, axis=1), allowed[top]
@@ -138,15 +172,26 @@ class SearchEngine:
         kind: str | None = None,
         where: dict[str, Any] | None = None,
         rerank: bool = False,
+        route: str | None = None,
     ) -> list[list[Hit]]:
-        """Top-k hits per text, in input order. `kind`/`where` filter on image metadata before ranking."""
+        """Top-k hits per text, in input order. `kind`/`where` filter on image metadata before ranking.
+
+        `route` (off | hard | soft; None: the engine's default) routes each text to the kind it names,
+        unless `kind` or `where["kind"]` is given.
+        """
         if isinstance(texts, str):
             texts = [texts]
         if k < 1:
             raise TrafficSearchError(f"k must be at least 1, got {k}", field="k")
         stages = self.stages + (self.rerank_stages if rerank else [])
         depth = max([k, *(getattr(s, "depth", k) for s in stages)])
-        candidates = self.candidates(texts, depth, kind, where)
+        route = self.route if route is None else routing.check_route(route)
+        if route == "off" or kind is not None or "kind" in (where or {}):
+            candidates = self.candidates(texts, depth, kind, where)
+        else:
+            candidates = routing.routed_candidates(
+                self.candidates, texts, depth, where, route, self.data.metadata.kinds, self.soft_penalty
+            )
         for stage in stages:
             candidates = stage(texts, candidates)
         return [self._hits(c.top(k)) for c in candidates]
@@ -169,7 +214,7 @@ class SearchEngine:
     def info(self) -> dict[str, Any]:
         m = self.data.manifest
         tune = m.get("tune") or {}
-        return {
+        info = {
             "index_dir": str(self.data.dir),
             "count": self.data.count,
             "dim": self.data.dim,
@@ -186,4 +231,10 @@ class SearchEngine:
             "format_version": m["format_version"],
             "stages": [type(s).__name__ for s in self.stages],
             "rerank_stages": [type(s).__name__ for s in self.rerank_stages],
+            "route": self.route,
         }
+        config = getattr(self.model, "config", None)
+        if self.first_stage is not None and config is not None:
+            info["model"] = config.name
+            info["ensemble"] = config.to_dict()
+        return info

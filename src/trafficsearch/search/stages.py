@@ -1,7 +1,8 @@
 """Candidate stages: what happens between the first-stage similarity search and the final top-k.
 
 The engine fetches `depth` candidates per query, then passes them through its stages in order. Fusion of
-several models and ITM re-ranking plug in here as stages; today the list is empty (or holds filters).
+several models replaces the first stage itself (`FirstStage`, search/ensemble.py); ITM re-ranking is a
+rerank stage (search/rerank.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ class Stage(Protocol):
     depth: int
 
     def __call__(self, texts: Sequence[str], candidates: list[Candidates]) -> list[Candidates]: ...
+
+
+class FirstStage(Protocol):
+    """Produces each text's top-`depth` candidates over the allowed rows (None: the whole gallery)."""
+
+    def search(self, texts: Sequence[str], depth: int, rows: np.ndarray | None) -> list[Candidates]: ...
 
 
 def sort_candidates(rows: np.ndarray, scores: np.ndarray) -> Candidates:

@@ -1,0 +1,147 @@
+"""`trafficsearch ensemble ...` (index, fit, show) and `trafficsearch attributes train`.
+
+An ensemble index dir works wherever an index dir does (`search`, `submit`, `serve`): SearchEngine.open
+recognises its ensemble.yaml.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err = Console(stderr=True)
+
+ensemble_app = typer.Typer(no_args_is_help=True, help="Index, fit and inspect model ensembles.")
+attributes_app = typer.Typer(no_args_is_help=True, help="The attribute-recognition baseline.")
+
+
+@ensemble_app.command("index")
+def index_command(
+    config: Path = typer.Argument(..., help="Ensemble file (configs/ensembles/*.yaml)."),
+    gallery: Path = typer.Argument(..., help="Folder of gallery images."),
+    out: Path = typer.Option(..., "--out", help="Ensemble index dir: one index per member under members/."),
+    labels: Path | None = typer.Option(None, "--labels", help="Label file: gives each image its kind."),
+    factory: str = typer.Option("Flat", "--factory", help="FAISS factory string for every member."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    workers: int = typer.Option(2, "--workers", min=0),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Index the gallery once per member (each build resumes), then write OUT/ensemble.yaml."""
+    from trafficsearch.search.ensemble import build_ensemble_index
+
+    build_ensemble_index(
+        config,
+        gallery,
+        out,
+        labels=labels,
+        device=device,
+        factory=factory,
+        batch_size=batch_size,
+        workers=workers,
+    )
+    err.print(f"ensemble index ready: {out} (use it as the index dir of search, submit, serve)")
+
+
+@ensemble_app.command("fit")
+def fit_command(
+    config: Path = typer.Argument(..., help="Ensemble file whose member weights are fitted and saved."),
+    labels: Path = typer.Option(..., "--labels", help="Validation labels: the queries and the gallery."),
+    index: Path = typer.Option(..., "--index", help="Ensemble index dir built over the validation images."),
+    rule: str = typer.Option("equal", "--rule", help="Relevance rule: equal or contain."),
+    grid: str = typer.Option("0,0.25,0.5,1,2,4", "--grid", help="Weights tried per member."),
+    rounds: int = typer.Option(3, "--rounds", min=1, help="Coordinate-search passes over the members."),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Fit member weights on official mAP@10 (coordinate search) and save them into CONFIG (atomically).
+
+    The ensemble.yaml inside INDEX gets the same weights when it is another file.
+    """
+    from trafficsearch.data.labels import read_labels
+    from trafficsearch.errors import ConfigError
+    from trafficsearch.search.engine import SearchEngine
+    from trafficsearch.search.ensemble import (
+        ENSEMBLE_FILE,
+        fit_weights,
+        is_ensemble_dir,
+        load_ensemble,
+        save_ensemble,
+        with_weights,
+    )
+
+    if not is_ensemble_dir(index):
+        raise ConfigError("not an ensemble index dir (no ensemble.yaml)", path=index, field="--index")
+    try:
+        values = [float(v) for v in grid.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"expected comma-separated numbers, got {grid!r}", field="--grid") from None
+    source = load_ensemble(config)
+    engine = SearchEngine.open(index, device=device)
+    if [m.name for m in source.members] != [m.name for m in engine.model.config.members]:
+        raise ConfigError("CONFIG and the index's ensemble.yaml name different members", path=config)
+    records = read_labels(labels).records
+    with err.status("fitting weights ..."):
+        result = fit_weights(engine, records, grid=values, rounds=rounds, rule=rule)
+    fit = {
+        "labels": str(labels),
+        "rule": rule,
+        "map_official": round(result.map_official, 6),
+        "baseline": round(result.baseline, 6),
+        "per_member": {k: round(v, 6) for k, v in result.per_member.items()},
+        "trials": result.trials,
+    }
+    save_ensemble(with_weights(source, result.weights, fit), config)
+    inside = index / ENSEMBLE_FILE
+    if inside.resolve() != config.resolve():
+        save_ensemble(with_weights(load_ensemble(inside), result.weights, fit), inside)
+    table = Table(title=f"{source.name}: mAP@10 ({rule}) {result.baseline:.4f} -> {result.map_official:.4f}")
+    for column in ("member", "alone", "weight"):
+        table.add_column(column)
+    for member, weight in zip(source.members, result.weights, strict=True):
+        table.add_row(member.name, f"{result.per_member[member.name]:.4f}", f"{weight:g}")
+    console.print(table)
+
+
+@ensemble_app.command("show")
+def show_command(config: Path = typer.Argument(..., help="Ensemble file or ensemble index dir.")) -> None:
+    """Validate an ensemble file and print its members, weights, normalisation, routing and re-ranking."""
+    from trafficsearch.search.ensemble import load_ensemble
+
+    cfg = load_ensemble(config)
+    table = Table(title=f"{cfg.name}: {cfg.normalization}, route {cfg.route}")
+    for column in ("member", "model", "weight"):
+        table.add_column(column)
+    for m in cfg.members:
+        table.add_row(m.name, m.model, f"{m.weight:g}")
+    console.print(table)
+    if cfg.rerank:
+        r = cfg.rerank
+        console.print(f"rerank: {r.model} top {r.k}, form {r.form}, merge {r.merge}")
+
+
+@attributes_app.command("train")
+def attributes_train(
+    config: Path = typer.Option(..., "--config", "-c", help="YAML with root, out and training settings."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Train (or resume) the attribute baseline on ROOT/train; the checkpoint is OUT/last."""
+    import yaml
+
+    from trafficsearch.errors import ConfigError
+    from trafficsearch.train.attributes import AttributeTrainConfig, train_attributes
+
+    if not config.is_file():
+        raise ConfigError("config file not found", path=config)
+    data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping", path=config)
+    last = train_attributes(AttributeTrainConfig.from_dict(data), progress=not quiet)
+    err.print(f"checkpoint: {last}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(ensemble_app, name="ensemble")
+    app.add_typer(attributes_app, name="attributes")

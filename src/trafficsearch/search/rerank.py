@@ -1,0 +1,173 @@
+"""ITM re-ranking: BLIP's image-text matching head re-scores the fused top K (a rerank Stage).
+
+Combination forms (`form`):
+- `seed`: the README's intended form (seed-recipe.md section 7): the raw match logits `itm_head[:,1]` of the K
+  candidates are L2-normalised across the K and added 1:1 to the fused score. The shipped
+  `cvpr23_infer.py` never runs it: `rank` is overwritten by `utils.get_rank()` (0 outside DDP), so it
+  re-ranks the top-0 and submits the fusion alone; `rerank=False` here reproduces that submission.
+- `itm_prob`: the ITM probability P(match) alone orders the K;
+- `weighted`: a * fused + b * raw ITM logit.
+
+Beyond K: the seed re-sorts the whole row, so a candidate with a negative logit (final score below 0) falls
+below the fused ranks 11+ (about +0.01) and those re-enter the top 10 without ever being checked by ITM.
+We choose `merge="block"` by default: the K re-ranked candidates stay ahead of the rest, which keep their
+fused order (ITM only reorders what it has seen). `merge="resort"` reproduces the seed. Scores after the
+block are the fused scores, so with `block` the order, not the score, is authoritative across the cut.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from trafficsearch.errors import ConfigError
+from trafficsearch.index.images import SkipImage, load_rgb
+from trafficsearch.search.stages import Candidates
+
+FORMS = ("seed", "itm_prob", "weighted")
+MERGES = ("block", "resort")
+
+
+class ItmScorer(Protocol):
+    """What re-ranking needs from a model (BlipRetrieval implements it)."""
+
+    def image_transform(self) -> Callable[[Any], torch.Tensor]: ...
+
+    def itm_scores(
+        self, texts: Sequence[str], pixels: torch.Tensor, *, batch_size: int = 32, probabilities: bool = False
+    ) -> torch.Tensor: ...
+
+
+def check_form(form: str, merge: str = "block") -> None:
+    if form not in FORMS:
+        raise ConfigError(f"unknown rerank form {form!r}; expected one of {', '.join(FORMS)}", field="form")
+    if merge not in MERGES:
+        raise ConfigError(f"unknown merge {merge!r}; expected one of {', '.join(MERGES)}", field="merge")
+
+
+def combine(fused: np.ndarray, itm: np.ndarray, form: str, a: float = 1.0, b: float = 1.0) -> np.ndarray:
+    """New scores of K candidates from fused scores and ITM outputs (logits; probabilities for itm_prob)."""
+    check_form(form)
+    fused = np.asarray(fused, dtype=np.float32)
+    itm = np.asarray(itm, dtype=np.float32)
+    if form == "seed":
+        return fused + itm / max(float(np.linalg.norm(itm)), 1e-12)
+    if form == "itm_prob":
+        return itm
+    return np.float32(a) * fused + np.float32(b) * itm
+
+
+def merge_reranked(candidates: Candidates, new_scores: np.ndarray, merge: str = "block") -> Candidates:
+    """Put the re-scored head (len(new_scores) first candidates) back in front of the untouched tail."""
+    k = len(new_scores)
+    head_rows = candidates.rows[:k]
+    if merge == "resort":
+        scores = np.concatenate([new_scores, candidates.scores[k:]]).astype(np.float32)
+        order = np.argsort(-scores, kind="stable")
+        return Candidates(candidates.rows[order], scores[order])
+    order = np.argsort(-new_scores, kind="stable")
+    return Candidates(
+        np.concatenate([head_rows[order], candidates.rows[k:]]),
+        np.concatenate([new_scores[order], candidates.scores[k:]]).astype(np.float32),
+    )
+
+
+class PixelCache:
+    """Candidate pixels per image id (LRU): repeated queries re-rank the same few images."""
+
+    def __init__(self, load: Callable[[int], torch.Tensor], capacity: int = 4096) -> None:
+        self._load = load
+        self._store: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self.capacity = capacity
+        self.misses = 0
+
+    def get(self, key: int) -> torch.Tensor:
+        if key in self._store:
+            self._store.move_to_end(key)
+            return self._store[key]
+        self.misses += 1
+        value = self._load(key)
+        self._store[key] = value
+        while len(self._store) > self.capacity:
+            self._store.popitem(last=False)
+        return value
+
+
+class ItmRerankStage:
+    """Re-score each query's top `k` candidates with an ITM scorer (runs when the engine's rerank=True).
+
+    `data` is the engine's IndexData: candidate rows are turned into gallery images with the model's eval
+    transform (an image that can no longer be decoded scores as blank pixels instead of failing the query).
+    """
+
+    def __init__(
+        self,
+        model: ItmScorer,
+        data: Any,
+        *,
+        k: int = 10,
+        form: str = "seed",
+        a: float = 1.0,
+        b: float = 1.0,
+        merge: str = "block",
+        batch_size: int = 32,
+        cache_size: int = 4096,
+    ) -> None:
+        check_form(form, merge)
+        if k < 1:
+            raise ConfigError(f"rerank k must be at least 1, got {k}", field="rerank.k")
+        self.model, self.data = model, data
+        self.depth = self.k = int(k)
+        self.form, self.a, self.b, self.merge = form, float(a), float(b), merge
+        self.batch_size = batch_size
+        self._transform = model.image_transform()
+        self.pixels = PixelCache(self._load_row, cache_size)
+
+    def _load_row(self, row: int) -> torch.Tensor:
+        path = Path(self.data.gallery_root) / self.data.metadata.paths[row]
+        try:
+            image, _, _ = load_rgb(path)
+        except SkipImage:
+            from PIL import Image
+
+            image = Image.new("RGB", (8, 8))
+        return self._transform(image)
+
+    def __call__(self, texts: Sequence[str], candidates: list[Candidates]) -> list[Candidates]:
+        """Re-rank every query's head; repeated (text, head) pairs are scored once (query files repeat)."""
+        keys = [(t, c.rows[: self.k].tobytes()) for t, c in zip(texts, candidates, strict=True)]
+        unique = {key: i for i, key in reversed(list(enumerate(keys)))}  # first position of each key
+        pairs_text: list[str] = []
+        pixels: list[torch.Tensor] = []
+        for key, i in unique.items():
+            for row in candidates[i].rows[: self.k].tolist():
+                pairs_text.append(key[0])
+                pixels.append(self.pixels.get(int(row)))
+        if not pairs_text:
+            return candidates
+        itm = self.model.itm_scores(
+            pairs_text,
+            torch.stack(pixels),
+            batch_size=self.batch_size,
+            probabilities=self.form == "itm_prob",
+        )
+        itm_np = np.asarray(itm.detach().float().cpu().numpy(), dtype=np.float32)
+        done: dict[tuple[str, bytes], Candidates] = {}
+        start = 0
+        for key, i in unique.items():
+            cand = candidates[i]
+            n = min(self.k, len(cand.rows))
+            part, start = itm_np[start : start + n], start + n
+            done[key] = (
+                cand
+                if n == 0
+                else merge_reranked(
+                    cand, combine(cand.scores[:n], part, self.form, self.a, self.b), self.merge
+                )
+            )
+        return [done[key] for key in keys]

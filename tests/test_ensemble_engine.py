@@ -1,0 +1,208 @@
+"""An ensemble index opens like any index and returns the fused order; fit saves the weights."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from trafficsearch.data.labels import read_labels, write_labels
+from trafficsearch.data.records import Record, VehicleAttributes
+from trafficsearch.errors import IndexError_
+from trafficsearch.index.testing import ColorModel, make_color_gallery
+from trafficsearch.search import fusion
+from trafficsearch.search.engine import SearchEngine
+from trafficsearch.search.ensemble import (
+    EmbeddingMember,
+    Ensemble,
+    FusedFirstStage,
+    Member,
+    build_ensemble_index,
+    fit_weights,
+    load_ensemble,
+    open_ensemble_engine,
+)
+
+torch.set_num_threads(1)
+COLORS = ["red", "green", "blue", "yellow", "orange", "purple", "white", "black"]
+MODELS = {"color0": ColorModel(0), "color2": ColorModel(2)}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("ens")
+    names = {f"v{i:02d}.jpg": COLORS[i % len(COLORS)] for i in range(24)}
+    make_color_gallery(root / "g", names)
+    records = [
+        Record(n, "vehicle", f"{c} Audi.", f"A {c} Audi.", vehicle=VehicleAttributes(c, "Audi"))
+        for n, c in names.items()
+    ]
+    write_labels(records, root / "labels.txt")
+    config = {
+        "name": "two-colours",
+        "normalization": "l2",
+        "members": [
+            {"name": "a", "model": "color0", "weight": 1.0},
+            {"name": "b", "model": "color2", "weight": 3.0},
+        ],
+    }
+    (root / "ens.yaml").write_text(yaml.safe_dump(config))
+    build_ensemble_index(
+        root / "ens.yaml",
+        root / "g",
+        root / "idx",
+        labels=root / "labels.txt",
+        models=MODELS,
+        progress=False,
+        workers=0,
+    )
+    return root
+
+
+def _manual(engine: SearchEngine, text: str, weights: Sequence[float], method: str) -> list[str]:
+    rows = []
+    for member in engine.first_stage.members:  # type: ignore[union-attr]
+        vectors = np.asarray(member.data.vectors, dtype=np.float32)[member._perm]
+        q = member.model.encode_texts([text]).numpy()
+        rows.append(q @ vectors.T)
+    fused = fusion.fuse_rows(rows, weights, method)[0]
+    return [engine.data.metadata.names[i] for i in np.argsort(-fused, kind="stable")]
+
+
+def test_ensemble_dir_layout_and_open(built: Path) -> None:
+    idx = built / "idx"
+    assert (idx / "ensemble.yaml").is_file()
+    assert (idx / "members" / "a" / "manifest.json").is_file() and (idx / "members" / "b").is_dir()
+    engine = open_ensemble_engine(idx, models=MODELS)
+    assert isinstance(engine, SearchEngine) and isinstance(engine.model, Ensemble)
+    info = engine.info()
+    assert info["model"] == "two-colours" and info["ensemble"]["normalization"] == "l2"
+    with pytest.raises(Exception, match="do not pass a model"):
+        SearchEngine.open(idx, model=ColorModel())
+
+
+def test_engine_returns_the_fused_order(built: Path) -> None:
+    engine = open_ensemble_engine(built / "idx", models=MODELS)
+    for text in ("A red car", "something purple"):
+        hits = engine.search([text], k=24)[0]
+        assert [h.name for h in hits] == _manual(engine, text, [1.0, 3.0], "l2")
+        assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    # the same fused order whatever the order of the query batch, repeated texts included
+    batch = engine.search(["blue", "red", "blue"], k=5)
+    assert (
+        [h.name for h in batch[0]] == [h.name for h in batch[2]] == _manual(engine, "blue", [1, 3], "l2")[:5]
+    )
+
+
+def test_filters_apply_before_fusion(built: Path) -> None:
+    engine = open_ensemble_engine(built / "idx", models=MODELS)
+    keep = ["v00.jpg", "v03.jpg", "v05.jpg"]
+    hits = engine.search(["red"], k=10, where={"name": keep})[0]
+    assert sorted(h.name for h in hits) == sorted(keep) and hits[0].name == "v00.jpg"
+
+
+@pytest.mark.parametrize("method", ["l2", "zscore", "rrf", "minmax"])
+def test_candidate_union_mode_matches_exact_at_the_top(built: Path, method: str) -> None:
+    engine = open_ensemble_engine(built / "idx", models=MODELS)
+    members = engine.first_stage.members  # type: ignore[union-attr]
+    exact = FusedFirstStage(members, [1, 3], method)
+    union = FusedFirstStage(members, [1, 3], method, candidates=6)
+    texts = ["red", "blue", "A purple car"]
+    for e, u in zip(exact.search(texts, 3, None), union.search(texts, 3, None), strict=True):
+        assert e.rows.tolist() == u.rows.tolist()
+        if method in ("l2", "zscore"):  # exact statistics from the Gram matrix
+            assert np.allclose(e.scores, u.scores, atol=1e-4)
+
+
+class NoiseMember(Member):
+    """A row scorer (no embeddings): deterministic noise, the member weight fitting should switch off."""
+
+    name = "noise"
+
+    def bind(self, reference: object) -> None:
+        self.n = reference.count  # type: ignore[attr-defined]
+
+    def scores(self, texts: Sequence[str], rows: np.ndarray | None) -> np.ndarray:
+        rng = np.random.default_rng([len(t) for t in texts])
+        full = rng.normal(size=(len(texts), self.n)).astype(np.float32) * 10
+        return full if rows is None else full[:, rows]
+
+
+def test_row_scorer_member_and_fit(built: Path, tmp_path: Path) -> None:
+    engine = open_ensemble_engine(built / "idx", models=MODELS)
+    color = engine.first_stage.members[0]  # type: ignore[union-attr]
+    assert isinstance(color, EmbeddingMember)
+    noise = NoiseMember()
+    noise.bind(engine.data)
+    engine.first_stage = FusedFirstStage([color, noise], [1.0, 1.0], "l2")
+    engine.model.config.members = [
+        engine.model.config.members[0],
+        type(engine.model.config.members[0])("noise", "x"),
+    ]
+    records = read_labels(built / "labels.txt").records
+    result = fit_weights(engine, records, grid=(0.0, 1.0), rounds=2)
+    assert result.weights == [1.0, 0.0]
+    assert result.map_official == pytest.approx(1.0) and result.baseline < 1.0
+    assert result.per_member["a"] == pytest.approx(1.0)
+
+
+def test_fit_cli_saves_weights_atomically(
+    built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from trafficsearch.cli import ensemble_commands
+    from trafficsearch.search import ensemble
+
+    monkeypatch.setattr(ensemble, "load_member_model", lambda spec, device="cpu": MODELS[spec])
+    app = typer.Typer()
+    ensemble_commands.register(app)
+    config = tmp_path / "e.yaml"
+    config.write_text((built / "ens.yaml").read_text())
+    idx_copy = built / "idx" / "ensemble.yaml"
+    before = idx_copy.read_text()
+    try:
+        result = CliRunner().invoke(
+            app,
+            [
+                "ensemble",
+                "fit",
+                str(config),
+                "--labels",
+                str(built / "labels.txt"),
+                "--index",
+                str(built / "idx"),
+                "--grid",
+                "0,1,3",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        saved = load_ensemble(config)
+        assert saved.fit is not None and saved.fit["map_official"] >= saved.fit["baseline"]
+        assert load_ensemble(idx_copy).weights == saved.weights
+    finally:
+        idx_copy.write_text(before)
+
+
+def test_members_over_different_galleries_are_refused(built: Path, tmp_path: Path) -> None:
+    from trafficsearch.index import build_index
+
+    make_color_gallery(tmp_path / "g", {"x.jpg": "red"})
+    build_index(
+        tmp_path / "g", tmp_path / "other", MODELS["color2"], model_spec="color2", progress=False, workers=0
+    )
+    config = load_ensemble(built / "idx")
+    text = (built / "idx" / "ensemble.yaml").read_text()
+    (tmp_path / "ens").mkdir()
+    data = yaml.safe_load(text)
+    data["members"][0]["index"] = str(built / "idx" / "members" / "a")
+    data["members"][1]["index"] = str(tmp_path / "other")
+    (tmp_path / "ens" / "ensemble.yaml").write_text(yaml.safe_dump(data))
+    assert config.name == "two-colours"
+    with pytest.raises(IndexError_, match="different set of images"):
+        open_ensemble_engine(tmp_path / "ens", models=MODELS)
