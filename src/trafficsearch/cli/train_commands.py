@@ -1,4 +1,8 @@
-"""`trafficsearch train`: contrastive fine-tuning from a YAML config with dotted key=value overrides."""
+"""`trafficsearch train`: fine-tuning (CLIP or BLIP) from a YAML config with dotted key=value overrides.
+
+Data-parallel: `torchrun --nproc_per_node N -m trafficsearch.train --config FILE [key=value ...]`; multi-node:
+the same on every node with `--nnodes M --node_rank K --rdzv_backend c10d --rdzv_endpoint HOST:PORT`.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +27,9 @@ def train_command(
     ),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
-    """Fine-tune a model on ROOT/train, validating on ROOT/val with the official mAP@10 every epoch."""
+    """Fine-tune a model on ROOT/train, validating on ROOT/val with the official mAP@10 every epoch.
+
+    A config with `stages:` runs them in order, each from the previous stage's best checkpoint."""
     from trafficsearch.train.config import load_config
     from trafficsearch.train.loop import train, write_summary
 

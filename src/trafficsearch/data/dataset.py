@@ -8,6 +8,7 @@ global batch, so the global batch (and the result) does not depend on the number
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from trafficsearch.data.labels import read_labels
 from trafficsearch.data.layout import split
+from trafficsearch.data.prompts import expand_records
 from trafficsearch.data.records import Record
 from trafficsearch.data.transforms import Geometry, Preprocess, to_uint8
 from trafficsearch.errors import DataError
@@ -36,6 +38,38 @@ def load_split(root: str | Path, name: str, limit: int | None = None) -> tuple[l
         keep = torch.linspace(0, len(records) - 1, limit).round().long().unique().tolist()
         records = [records[i] for i in keep]
     return records, sp.images
+
+
+@dataclass
+class TrainPairs:
+    """Training pairs over a split: pair p is image `image_of[p]` (a row of `images`) with caption `texts[p]`.
+
+    Why pairs apart from images: prompt augmentation (data.prompts) makes several pairs per image; the image
+    is decoded and cached once, and its pairs share an image id (positives for many-to-many targets / BLIP).
+    """
+
+    images: list[Record]  # one record per distinct image (the first that names it), the cache's rows
+    records: list[Record]  # the record of each pair (its image's annotation)
+    texts: list[str]
+    image_of: list[int]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def make_pairs(records: Sequence[Record], *, vehicles: bool = False, pedestrians: bool = False) -> TrainPairs:
+    """Original pairs first per record, then its prompt pairs (data/prompts.py); raw queries stay raw."""
+    rows: dict[str, int] = {}
+    images: list[Record] = []
+    out_records, texts, image_of = [], [], []
+    for record, text in expand_records(records, vehicles=vehicles, pedestrians=pedestrians):
+        if record.image not in rows:
+            rows[record.image] = len(images)
+            images.append(record)
+        out_records.append(record)
+        texts.append(text)
+        image_of.append(rows[record.image])
+    return TrainPairs(images, out_records, texts, image_of)
 
 
 class ImageDataset(Dataset):
@@ -79,16 +113,24 @@ def preload(
 
 
 class EpochBatches:
-    """Seeded, resumable batch order: batches(epoch, start) yields index lists from batch `start` on.
+    """Seeded, resumable batch order: batches(epoch, start) yields this rank's index lists from batch `start`.
 
     drop_last: every step sees a full batch, so the contrastive loss always has the same number of negatives.
+    With `micro_steps` > 1 (gradient accumulation) a global batch is cut into that many micro-batches and
+    each rank takes its slice of every micro-batch, so global micro-batch j is the same set of samples for
+    any number of ranks (the loop cuts a rank's list into `micro_steps` equal chunks).
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
-        if batch_size % world_size:
-            raise ValueError(f"batch size {batch_size} is not divisible by world size {world_size}")
+    def __init__(
+        self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, micro_steps: int = 1
+    ) -> None:
+        if batch_size % (world_size * micro_steps):
+            raise ValueError(
+                f"batch size {batch_size} is not divisible by world size {world_size} x {micro_steps} "
+                "micro-steps"
+            )
         self.n, self.batch_size, self.seed = n, batch_size, seed
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.micro_steps = rank, world_size, micro_steps
 
     def __len__(self) -> int:
         return self.n // self.batch_size
@@ -99,7 +141,14 @@ class EpochBatches:
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[list[int]]:
         perm = self.order(epoch)
-        per_rank = self.batch_size // self.world_size
+        micro = self.batch_size // self.micro_steps
+        per_rank = micro // self.world_size
         for b in range(start, len(self)):
             batch = perm[b * self.batch_size : (b + 1) * self.batch_size]
-            yield batch[self.rank * per_rank : (self.rank + 1) * per_rank].tolist()
+            yield [
+                i
+                for j in range(self.micro_steps)
+                for i in batch[
+                    j * micro + self.rank * per_rank : j * micro + (self.rank + 1) * per_rank
+                ].tolist()
+            ]

@@ -136,3 +136,58 @@ class EvalTransform:
 
 def build_transform(pre: Preprocess) -> Callable[[Image.Image], torch.Tensor]:
     return EvalTransform(pre)
+
+
+class TrainAugment:
+    """Training-time augmentation of the cached uint8 squares: near-1 RandomResizedCrop, then RandAugment.
+
+    Why on the uint8 square: geometry runs once per image (`data.cache_images`) and augmentation per step on
+    the small square, as the seed's CLIP runs cropped their pre-padded 224px files. Draws come from a
+    generator seeded by (seed, epoch, sample index), so a sample looks the same whichever rank or resumed
+    process sees it: resume and DDP stay exact. No flip anywhere (left/right and facing carry meaning).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        crop_scale: tuple[float, float] | None = None,
+        crop_ratio: tuple[float, float] = (0.75, 1.33),
+        crop_interpolation: str = "bicubic",
+        randaugment: dict[str, Any] | None = None,
+    ) -> None:
+        from trafficsearch.data.randaugment import (
+            RandAugmentConfig,
+            RandomAugment,
+            random_resized_crop_near_one,
+        )
+
+        self.seed = seed
+        self.crop = (
+            random_resized_crop_near_one(size, tuple(crop_scale), tuple(crop_ratio), crop_interpolation)
+            if crop_scale is not None
+            else None
+        )
+        self.randaugment = RandomAugment(RandAugmentConfig.from_dict(randaugment)) if randaugment else None
+
+    @property
+    def active(self) -> bool:
+        return self.crop is not None or self.randaugment is not None
+
+    def generator(self, epoch: int, index: int) -> torch.Generator:
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 10_000_019 + index)
+
+    def one(self, pixels: torch.Tensor, epoch: int, index: int) -> torch.Tensor:
+        """Augment one uint8 [3,S,S] square; deterministic in (seed, epoch, index)."""
+        gen = self.generator(epoch, index)
+        if self.crop is not None:
+            pixels = self.crop(pixels, gen)
+        if self.randaugment is not None:
+            pixels = self.randaugment(pixels, gen)
+        return pixels
+
+    def batch(self, pixels: torch.Tensor, epoch: int, indices: list[int]) -> torch.Tensor:
+        """Augment a uint8 batch [B,3,S,S] whose rows are the samples `indices`."""
+        if not self.active:
+            return pixels
+        return torch.stack([self.one(p, epoch, i) for p, i in zip(pixels, indices, strict=True)])

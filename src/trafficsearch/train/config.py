@@ -1,7 +1,9 @@
-"""Training config: a dataclass tree (model / data / optim / loss / train), YAML + dotted CLI overrides.
+"""Training config: a dataclass tree (model / data / optim / loss / train / stages), YAML + dotted overrides.
 
 Why dataclasses: every key has a type and a default, unknown or mistyped keys fail early with a ConfigError
 naming the key, and a new switch is one new field. The resolved tree is saved as YAML beside every run.
+Every item of the seed recipe (docs seed-recipe.md) is one switch here; defaults are the CPU demo's, the
+configs under configs/seed/ set the seed's values.
 """
 
 from __future__ import annotations
@@ -20,11 +22,31 @@ from trafficsearch.errors import ConfigError
 
 @dataclass
 class ModelConfig:
-    name: str = "ts-minilm-vit-s64"  # open_clip model name (ours or built-in)
+    family: str = "clip"  # clip (open_clip, train/clip_task.py) | blip (train/blip_task.py)
+    name: str = "ts-minilm-vit-s64"  # open_clip model name (ours or built-in) / BLIP config name
     pretrained: str | None = None  # open_clip pretrained tag, a weights file, or a checkpoint dir
+    lock_image: bool = False  # freeze the image tower (open_clip lock_image_tower)
+    unlocked_image_groups: int = 0  # with lock_image: leave the last N layer groups trainable (seed B: 5)
     lock_text: bool = True  # freeze the text trunk (the projection always trains)
     unlocked_text_layers: int = 0  # with lock_text: leave the last N trunk layers trainable
     cache_text_features: bool = True  # frozen trunk: compute pooled text features once per unique text
+
+
+@dataclass
+class RandAugmentSettings:
+    """data.randaugment: BLIP's RandomAugment (data/randaugment.py); null switches it off."""
+
+    n: int = 2
+    magnitude: float = 5.0
+    prob: float = 0.5
+
+
+@dataclass
+class PromptsConfig:
+    """data.prompts: extra (image, text) pairs per kind (data/prompts.py); the original is always kept."""
+
+    vehicles: bool = False
+    pedestrians: bool = False
 
 
 @dataclass
@@ -33,7 +55,12 @@ class DataConfig:
     train_split: str = "train"
     val_split: str = "val"
     transform: str = "pad"  # pad | openclip
-    cache_images: bool = True  # keep preprocessed uint8 squares in memory (no per-step decoding)
+    crop_scale: list[float] | None = None  # RandomResizedCrop area range near 1, e.g. [0.95, 1.0]; null: off
+    crop_ratio: list[float] = field(default_factory=lambda: [0.75, 1.33])  # aspect range of the crop
+    crop_interpolation: str = "bicubic"  # bicubic | bilinear | random (timm's per-image pick, seed ViT-H)
+    randaugment: RandAugmentSettings | None = None  # {n: 2, magnitude: 5, prob: 0.5} or null
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    cache_images: bool = True  # keep preprocessed uint8 squares in memory (augmented per step)
     workers: int = 2  # DataLoader workers (decoding when cache_images is off, preloading when on)
     max_train: int | None = None  # use only the first N train records (quick runs)
     max_val: int | None = None
@@ -53,7 +80,13 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
-    kind: str = "clip"  # clip (InfoNCE) | multi_positive (identical captions in a batch are all positives)
+    # one_to_one (InfoNCE, the seed) | same_text (identical captions are positives: the demo's choice)
+    # | same_image (pairs of one image are positives) | equal | contain (annotation rules, eval/metrics.py)
+    targets: str = "one_to_one"
+    truncate_ratio: float = (
+        0.0  # drop the largest fraction of per-pair losses of the global batch (seed 0.05)
+    )
+    truncate_start_step: int = 0  # truncation off before this optimiser step
 
 
 @dataclass
@@ -62,7 +95,11 @@ class TrainConfig:
     batch_size: int = 128
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16/fp16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    # auto (bf16/fp16 autocast on CUDA, fp32 on CPU) | fp32 | bf16 | fp16 (autocast; fp16 with GradScaler)
+    # | pure_bf16 (weights cast to bf16, no autocast: the seed's ViT-H-14 strategy A)
+    precision: str = "auto"
+    grad_accum_steps: int = 1  # micro-batches per optimiser step (each a contrastive batch of its own)
+    grad_checkpointing: bool = False  # recompute activations in backward (open_clip set_grad_checkpointing)
     threads: int = 2  # torch CPU threads
     log_every: int = 10  # steps between train-loss lines in metrics.jsonl
     save_every: int = 100  # steps between resumable checkpoints (and at every epoch end)
@@ -78,6 +115,9 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # staged fine-tuning (train/stages.py): [{name: s1, <section>: {...overrides}}, ...]; each stage starts
+    # from the previous stage's best checkpoint and writes RUN_DIR/<name>
+    stages: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -88,9 +128,11 @@ class Config:
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "data.transform": ("pad", "openclip"),
-    "train.precision": ("auto", "fp32", "bf16", "fp16"),
+    "data.crop_interpolation": ("bicubic", "bilinear", "random"),
+    "model.family": ("clip", "blip"),
+    "train.precision": ("auto", "fp32", "bf16", "fp16", "pure_bf16"),
     "train.val_rule": ("equal", "contain"),
-    "loss.kind": ("clip", "multi_positive"),
+    "loss.targets": ("one_to_one", "same_text", "same_image", "equal", "contain"),
 }
 
 
@@ -110,6 +152,21 @@ def _coerce(value: Any, tp: Any, key: str, path: str | None) -> Any:
             except ConfigError as exc:
                 errors.append(exc)
         raise errors[0]
+    if dataclasses.is_dataclass(tp):
+        obj = tp()
+        _apply(obj, value, key + ".", path)
+        return obj
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, list | tuple):
+            if typing.get_origin(item) is dict:
+                return [dict(_coerce(v, dict, f"{key}[{i}]", path)) for i, v in enumerate(value)]
+            return [_coerce(v, item, f"{key}[{i}]", path) for i, v in enumerate(value)]
+        raise ConfigError(f"expected a list, got {value!r}", path=path, field=key)
+    if tp is dict:
+        if isinstance(value, dict):
+            return value
+        raise ConfigError(f"expected a mapping, got {value!r}", path=path, field=key)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -142,6 +199,9 @@ def _apply(obj: Any, data: dict[str, Any], prefix: str, path: str | None) -> Non
         if name not in names:
             raise ConfigError(f"unknown key; known: {', '.join(sorted(names))}", path=path, field=key)
         current = getattr(obj, name)
+        if dataclasses.is_dataclass(current) and value is None and type(None) in typing.get_args(hints[name]):
+            setattr(obj, name, None)
+            continue
         if dataclasses.is_dataclass(current):
             _apply(current, value, key + ".", path)
             continue
@@ -220,6 +280,26 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return cfg
 
 
+def stage_config(cfg: Config, index: int) -> Config:
+    """The config of stage `index`: the base tree (without `stages`) with the stage's overrides applied.
+
+    A stage's keys are sections (`optim: {lr: 1e-5}`) or dotted keys (`optim.lr: 1e-5`); `name` names it.
+    """
+    stage = dict(cfg.stages[index])
+    stage.pop("name", None)
+    out = config_from_dict({**cfg.to_dict(), "stages": []})
+    where = f"stages[{index}]."
+    for key, value in stage.items():
+        if key == "stages":
+            raise ConfigError("a stage cannot hold stages", field=where + key)
+        try:
+            _apply(out, nest(str(key), value), "", None)
+        except ConfigError as exc:
+            raise ConfigError(exc.message, field=where + (exc.field or str(key))) from None
+    validate(out)
+    return out
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks that types alone cannot express."""
     positive = {
@@ -228,6 +308,7 @@ def validate(cfg: Config) -> None:
         "train.log_every": cfg.train.log_every,
         "train.save_every": cfg.train.save_every,
         "train.threads": cfg.train.threads,
+        "train.grad_accum_steps": cfg.train.grad_accum_steps,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -238,5 +319,42 @@ def validate(cfg: Config) -> None:
         raise ConfigError("must be >= 0", field="optim.warmup_steps")
     if cfg.model.unlocked_text_layers < 0:
         raise ConfigError("must be >= 0", field="model.unlocked_text_layers")
+    if cfg.model.unlocked_image_groups < 0:
+        raise ConfigError("must be >= 0", field="model.unlocked_image_groups")
     if cfg.data.workers < 0:
         raise ConfigError("must be >= 0", field="data.workers")
+    if cfg.train.batch_size % cfg.train.grad_accum_steps:
+        raise ConfigError(
+            f"batch size {cfg.train.batch_size} is not divisible into "
+            f"{cfg.train.grad_accum_steps} micro-batches",
+            field="train.grad_accum_steps",
+        )
+    for key, pair, upper in (
+        ("data.crop_scale", cfg.data.crop_scale, 1.0),
+        ("data.crop_ratio", cfg.data.crop_ratio, None),
+    ):
+        if pair is None:
+            continue
+        if len(pair) != 2 or not 0 < pair[0] <= pair[1] or (upper is not None and pair[1] > upper):
+            bound = f" <= {upper:g}" if upper is not None else ""
+            raise ConfigError(f"expected [low, high] with 0 < low <= high{bound}, got {pair}", field=key)
+    if cfg.data.randaugment is not None:
+        from trafficsearch.data.randaugment import RandAugmentConfig
+
+        try:
+            RandAugmentConfig.from_dict(dataclasses.asdict(cfg.data.randaugment))
+        except ConfigError as exc:
+            raise ConfigError(exc.message, field="data." + (exc.field or "randaugment")) from None
+    if not 0.0 <= cfg.loss.truncate_ratio < 1.0:
+        raise ConfigError(f"must be in [0, 1), got {cfg.loss.truncate_ratio}", field="loss.truncate_ratio")
+    if cfg.loss.truncate_start_step < 0:
+        raise ConfigError("must be >= 0", field="loss.truncate_start_step")
+    names = []
+    for i, stage in enumerate(cfg.stages):
+        name = stage.get("name")
+        if not isinstance(name, str) or not name or "/" in name or name in names:
+            raise ConfigError(
+                f"every stage needs a unique name without '/', got {name!r}", field=f"stages[{i}].name"
+            )
+        names.append(name)
+        stage_config(cfg, i)

@@ -41,15 +41,41 @@ def init_distributed(device_type: str) -> DistInfo:
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
-def all_reduce_grads(params: list[torch.nn.Parameter], info: DistInfo) -> None:
+def all_reduce_grads(params: list[torch.nn.Parameter], info: DistInfo, bucket_mb: float = 25.0) -> None:
     """Average gradients over ranks (what DDP does), without wrapping the model: training calls
-    encode_image/encode_text rather than forward(), which a DDP wrapper would not see."""
+    encode_image/encode_text rather than forward(), which a DDP wrapper would not see. Gradients are
+    flattened into ~25 MB buckets per dtype (DDP's default), one all_reduce each."""
     if not info.distributed:
         return
-    for p in params:
-        if p.grad is not None:
-            tdist.all_reduce(p.grad)
-            p.grad /= info.world_size
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    grads = [p.grad for p in params if p.grad is not None]
+    buckets: dict[torch.dtype, list[list[torch.Tensor]]] = {}
+    limit = bucket_mb * 2**20
+    for g in grads:
+        lists = buckets.setdefault(g.dtype, [[]])
+        if (
+            lists[-1]
+            and sum(t.numel() * t.element_size() for t in lists[-1]) + g.numel() * g.element_size() > limit
+        ):
+            lists.append([])
+        lists[-1].append(g)
+    for lists in buckets.values():
+        for bucket in lists:
+            flat = _flatten_dense_tensors(bucket)
+            tdist.all_reduce(flat)
+            flat /= info.world_size
+            for g, reduced in zip(bucket, _unflatten_dense_tensors(flat, bucket), strict=True):
+                g.copy_(reduced)
+
+
+def broadcast_module(module: torch.nn.Module, info: DistInfo) -> None:
+    """Rank 0's weights (and buffers) everywhere: every rank starts the same model whatever its init."""
+    if not info.distributed:
+        return
+    with torch.no_grad():
+        for tensor in module.state_dict().values():
+            tdist.broadcast(tensor, src=0)
 
 
 def barrier(info: DistInfo) -> None:

@@ -1,4 +1,8 @@
-"""Per-epoch validation with the official metric: rank the val gallery for every val caption, top-10."""
+"""Per-epoch validation with the official metric: rank the val gallery for every val caption, top-10.
+
+Family-agnostic: it sees the model as search does (a RetrievalModel), plus the uint8 val squares and
+the preprocessing that normalises them.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +14,12 @@ import torch
 from trafficsearch.data.records import Record
 from trafficsearch.data.transforms import Preprocess, normalize_uint8
 from trafficsearch.eval.metrics import RULES, evaluate
-from trafficsearch.models.clip import OpenClipModel
+from trafficsearch.models.base import RetrievalModel
 
 
 @torch.no_grad()
 def encode_gallery(
-    model: OpenClipModel, pixels_u8: torch.Tensor, pre: Preprocess, batch: int = 256
+    model: RetrievalModel, pixels_u8: torch.Tensor, pre: Preprocess, batch: int = 256
 ) -> torch.Tensor:
     rows = [
         model.encode_images(normalize_uint8(pixels_u8[i : i + batch], pre)).cpu()
@@ -37,16 +41,17 @@ def rank_top_k(
 
 
 def validate(
-    model: OpenClipModel,
+    model: RetrievalModel,
     records: Sequence[Record],
     pixels_u8: torch.Tensor,
-    encode_texts: Callable[[Sequence[str]], torch.Tensor],
+    pre: Preprocess,
+    encode_texts: Callable[[Sequence[str]], torch.Tensor] | None = None,
     k: int = 10,
 ) -> dict[str, Any]:
     """Every val line is a query against the whole val gallery; returns both rules' results as dicts."""
-    image_emb = encode_gallery(model, pixels_u8, model.preprocess)
+    image_emb = encode_gallery(model, pixels_u8, pre)
     unique = list(dict.fromkeys(r.text for r in records))
-    text_emb = encode_texts(unique).float().cpu()
+    text_emb = (encode_texts or model.encode_texts)(unique).float().cpu()
     top = rank_top_k(text_emb, image_emb, k)
     row = {t: i for i, t in enumerate(unique)}
     names = [r.image for r in records]
