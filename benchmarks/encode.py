@@ -10,43 +10,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from rich.console import Console
 from rich.table import Table
 
+from trafficsearch.benchmarking import machine_info
 from trafficsearch.index import build_index
 from trafficsearch.index.build import load_model_spec
 from trafficsearch.ioutil import atomic_write_json, atomic_write_text
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def machine() -> dict[str, str | int]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count() or 0,
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "faiss": faiss.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def make_images(root: Path, n: int, seed: int = 0) -> list[Path]:
@@ -151,11 +131,11 @@ def main() -> None:
         "ratio_vs_best_plain": ratio,
         "best_plain": best_plain,
         "load_average": load,
-        "machine": machine(),
+        "machine": machine_info(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_json(RESULTS / "encode.json", result)
-    m = machine()
+    m = machine_info()
     lines = [
         "# Gallery encoding throughput",
         "",

@@ -12,42 +12,21 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import time
 from pathlib import Path
 
 import faiss
 import numpy as np
-import torch
 from rich.console import Console
 from rich.table import Table
 
+from trafficsearch.benchmarking import machine_info
 from trafficsearch.index.faiss_util import search
 from trafficsearch.index.tune import recall_at_k, tune_vectors
 from trafficsearch.ioutil import atomic_write_json, atomic_write_text
 
 RESULTS = Path(__file__).parent / "results"
 K = 10
-
-
-def machine() -> dict[str, str | int]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count() or 0,
-        "faiss_threads": faiss.omp_get_max_threads(),
-        "torch": torch.__version__,
-        "faiss": faiss.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def default_dim() -> int:
@@ -190,7 +169,7 @@ def main() -> None:
             f"{r['qps']:.0f}",
         )
     console.print(table)
-    m = machine()
+    m = machine_info()
     suffix = "_quick" if args.quick else ""
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_json(

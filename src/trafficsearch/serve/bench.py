@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import platform
 import socket
 import subprocess
 import sys
@@ -22,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from trafficsearch.benchmarking import machine_info
 from trafficsearch.serve.server import LOOPBACK
 
 
@@ -98,22 +97,7 @@ def serve_in_subprocess(
             process.wait()
 
 
-def machine() -> dict[str, Any]:
-    """What ran the benchmark, stored next to its numbers."""
-    cpu = platform.processor() or ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return {
-        "cpu": cpu,
-        "cpus_visible": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "load_avg_1m_at_start": load,
-    }
+machine = machine_info  # benchmarks/load_test.py and service_overhead.py import it from here
 
 
 FALLBACK_QUERIES = [
