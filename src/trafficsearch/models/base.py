@@ -56,9 +56,24 @@ def load_model(spec: str | Path, device: str | torch.device = "cpu") -> Retrieva
         return create_clip(name, pretrained or None, device=device)
     path = Path(text)
     if path.is_dir():
+        if _family(path) == "blip":
+            from trafficsearch.models.blip import load_blip
+
+            return load_blip(path, device=device)
         return OpenClipModel.from_checkpoint(path, device=device)
     raise ConfigError(
         "model spec is neither a checkpoint directory (with model.json) "
         "nor 'open_clip:<name>[:<tag or path>]'",
         path=text,
     )
+
+
+def _family(directory: Path) -> str | None:
+    """model.json's "family" ("blip" for BLIP checkpoints; CLIP ones predate the key), None if unreadable."""
+    import json
+
+    try:
+        info = json.loads((directory / "model.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info.get("family") if isinstance(info, dict) else None

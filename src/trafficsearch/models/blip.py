@@ -6,13 +6,13 @@ Why not call the HF `forward`: it never writes `[ENC]` over `[CLS]` for ITM (BLI
 We call its sub-modules (vision_model, text_encoder, vision_proj, text_proj, itm_head) directly, so the state
 dict stays HF's and real checkpoints load unchanged.
 
-Training (how the loop calls it, one step):
+Training: train/blip_task.py (`BlipTask`) runs this inside the one training loop. What it does, one step:
     model.train()
     out = blip_itc_itm_loss(model, pixels, texts, image_ids, attribute_keys, many_to_many=cfg.many_to_many)
     out["loss"].backward(); optimizer.step()          # out also holds "itc", "itm", "temp" (for logging)
 Under DDP (the seed's `negative_all_rank`), gather outside this module and pass the result in:
     local = blip_features(model, pixels, texts, image_ids, attribute_keys, pad_to_max_length=True)
-    world = local.gathered(all_gather_with_grad)      # the train package's gather: concat over ranks
+    world = local.gathered(gather_with_grad)          # train/loss.py's gather: concat over ranks
     out = blip_itc_itm_loss(model, None, None, None, features=local, world=world, many_to_many=...)
 The learnable temperature (`model.temp`, init 0.07) is clamped to [0.001, 0.5] in place at every call, as
 BLIP does; give it weight decay 0 like other 0-dim parameters. Momentum distillation and the 57,600 queue of
@@ -53,6 +53,28 @@ WEIGHTS_FILE = "weights.safetensors"
 MODEL_FILE = "model.json"
 TEMP_INIT = 0.07
 TEMP_MIN, TEMP_MAX = 0.001, 0.5
+# Salesforce/blip-itm-large-coco: ViT-L/16 + BERT-base with cross-attention, ~470M parameters. For building
+# it offline with random weights (tests, memory and speed checks); transformers fills in the rest.
+BLIP_LARGE_ARCHITECTURE: dict[str, Any] = {
+    "vision_config": {
+        "hidden_size": 1024,
+        "intermediate_size": 4096,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "image_size": 384,
+        "patch_size": 16,
+        "layer_norm_eps": 1e-5,
+    },
+    "text_config": {
+        "vocab_size": 30524,
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "max_position_embeddings": 512,
+    },
+    "image_text_hidden_size": 256,
+}
 
 
 def list_blip_configs() -> list[str]:
@@ -234,8 +256,12 @@ class BlipRetrieval(nn.Module, RetrievalModel):
         return info
 
     # -- checkpoint directory -----------------------------------------------------------------------------
-    def save(self, directory: str | Path, config: dict[str, Any] | None = None) -> Path:
-        """Write weights.safetensors + model.json (+ config.yaml when `config` is given), each atomically."""
+    def save(
+        self, directory: str | Path, config: dict[str, Any] | str | None = None, *, remember: bool = True
+    ) -> Path:
+        """Write weights.safetensors + model.json (+ config.yaml when `config`, a dict or YAML text, is
+        given), each atomically. `remember=False` leaves `checkpoint_path` alone: the training loop saves
+        into a temporary folder that it then renames, so the path would go stale."""
         from safetensors.torch import save
 
         out = Path(directory)
@@ -245,11 +271,28 @@ class BlipRetrieval(nn.Module, RetrievalModel):
             handle.write(save(state, metadata={"format": "pt", "family": FAMILY}))
         atomic_write_json(out / MODEL_FILE, self.model_json())
         if config is not None:
-            import yaml
+            if not isinstance(config, str):
+                import yaml
 
-            atomic_write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-        self.checkpoint_path = out
+                config = yaml.safe_dump(config, sort_keys=False)
+            atomic_write_text(out / "config.yaml", config)
+        if remember:
+            self.checkpoint_path = out
         return out
+
+    def load_weights(self, directory: str | Path) -> None:
+        """Load a checkpoint directory's weights.safetensors into this same-architecture model, strictly."""
+        from safetensors.torch import load_file
+
+        weights = Path(directory) / WEIGHTS_FILE
+        if not weights.is_file():
+            raise ConfigError("weights.safetensors is missing", path=weights)
+        try:
+            self.load_state_dict(load_file(str(weights), device=str(self.device)), strict=True)
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"weights do not match this model: {str(exc).splitlines()[0]}", path=weights
+            ) from None
 
     def model_json(self) -> dict[str, Any]:
         return {
@@ -383,7 +426,8 @@ def create_blip(
     - a packaged config name ("blip-tiny", "blip-small": random init with `seed`; "blip-large": the real
       weights of Salesforce/blip-itm-large-coco from the local HF cache) or a path to such a JSON file;
     - a Hugging Face model id or local HF folder (config.json + weights), never downloaded unless
-      `local_files_only=False`.
+      `local_files_only=False`; a packaged config naming the id lends its preprocessing and tokenizer
+      (Salesforce/blip-itm-large-coco runs at the seed's 224 px, like "blip-large").
     `image_size` overrides the preprocessing size (the ViT interpolates its position embeddings).
     """
     text = str(spec)
@@ -393,6 +437,8 @@ def create_blip(
     cfg: dict[str, Any] | None = None
     if path.suffix == ".json" or text in list_blip_configs():
         cfg = load_blip_config(path if path.suffix == ".json" else text)
+    elif not path.exists():
+        cfg = packaged_config_for_hf_id(text)  # "Salesforce/blip-itm-large-coco" gets blip-large's 224 px
     if cfg is not None and "hf_id" not in cfg:
         if "blip_config" not in cfg:
             raise ConfigError(
@@ -414,6 +460,15 @@ def create_blip(
         pre = replace(pre, image_size=int(image_size))
     model = BlipRetrieval(hf_model, _tokenizer(cfg.get("tokenizer")), pre, name=name, source=source)
     return model.to(device)
+
+
+def packaged_config_for_hf_id(hf_id: str) -> dict[str, Any] | None:
+    """The packaged config naming this Hugging Face id (its preprocessing and tokenizer), if any."""
+    for name in list_blip_configs():
+        cfg = load_blip_config(name)
+        if cfg.get("hf_id") == hf_id:
+            return cfg
+    return None
 
 
 def _hf_tokenizer_source(hf_id: str) -> dict[str, Any]:
@@ -478,6 +533,61 @@ def load_blip(path: str | Path, device: str | torch.device = "cpu") -> BlipRetri
         )
     model.checkpoint_path = directory
     return model.to(device)
+
+
+# -- partial fine-tuning --------------------------------------------------------------------------------
+def lock_image(model: BlipRetrieval, unlocked_layers: int = 0) -> list[nn.Module]:
+    """Freeze the ViT except its last `unlocked_layers` layers (+ the post-norm when any is unlocked), as
+    open_clip's `lock_image_tower(unlocked_groups=N)` does; `vision_proj` (the ITC head) always trains.
+    Returns the fully frozen sub-modules (to keep in eval mode)."""
+    vit = model.hf.vision_model
+    layers = list(vit.encoder.layers)
+    if not 0 <= unlocked_layers <= len(layers):
+        raise ConfigError(
+            f"must be in [0, {len(layers)}] (the ViT has {len(layers)} layers), got {unlocked_layers}",
+            field="model.unlocked_image_groups",
+        )
+    vit.requires_grad_(False)
+    keep = layers[len(layers) - unlocked_layers :]
+    if unlocked_layers:
+        keep.append(vit.post_layernorm)
+    for module in keep:
+        module.requires_grad_(True)
+    frozen = [vit.embeddings, *layers[: len(layers) - unlocked_layers]]
+    return frozen if unlocked_layers else [*frozen, vit.post_layernorm]
+
+
+def lock_text(
+    model: BlipRetrieval, unlocked_layers: int = 0, *, keep_cross_attention: bool = True
+) -> list[nn.Module]:
+    """Freeze the text encoder's BERT part (embeddings, self-attention, feed-forward) except its last
+    `unlocked_layers` layers; `text_proj` and the ITM head always train.
+
+    Why cross-attention stays trainable by default: it is what grounds text in the image for ITM (random
+    when the text trunk comes from a plain BERT such as the packaged MiniLM), and it does not touch the
+    unimodal path that makes ITC text embeddings. Returns the fully frozen sub-modules.
+    """
+    enc = model.hf.text_encoder
+    layers = list(enc.encoder.layer)
+    if not 0 <= unlocked_layers <= len(layers):
+        raise ConfigError(
+            f"must be in [0, {len(layers)}] (the text encoder has {len(layers)} layers), "
+            f"got {unlocked_layers}",
+            field="model.unlocked_text_layers",
+        )
+    enc.requires_grad_(False)
+    frozen: list[nn.Module] = [enc.embeddings]
+    for i, layer in enumerate(layers):
+        if i >= len(layers) - unlocked_layers:
+            layer.requires_grad_(True)
+            continue
+        cross = getattr(layer, "crossattention", None)
+        if keep_cross_attention and cross is not None:
+            cross.requires_grad_(True)
+            frozen += [layer.attention, layer.intermediate, layer.output]
+        else:
+            frozen.append(layer)
+    return frozen
 
 
 # -- training loss --------------------------------------------------------------------------------------
@@ -601,13 +711,16 @@ def blip_itc_itm_loss(
     features: BlipFeatures | None = None,
     world: BlipFeatures | None = None,
     generator: torch.Generator | None = None,
+    positives: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """The seed's BLIP loss: ITC (soft targets over same-id positives) + ITM with one hard negative image per
     text and one hard negative text per image. Returns {"loss", "itc", "itm", "temp"}.
 
     `features`/`world`: precomputed local features and their DDP gather (see the module docstring); a
     sample's own pair is found in `world` by its id. `many_to_many`: same attribute key counts as positive
-    for ITC and is never drawn as an ITM negative (needs `attribute_keys`).
+    for ITC and is never drawn as an ITM negative (needs `attribute_keys`). `positives`: explicit bool masks
+    (local image -> world text [b,N], local text -> world image [b,N]) instead of ids / `many_to_many`, for
+    rules equality cannot express (the "contain" rule is not symmetric); each row must hold its own pair.
     """
     model.clamp_temperature()
     local = features
@@ -616,23 +729,30 @@ def blip_itc_itm_loss(
             raise ValueError("pass pixels, texts and image_ids, or precomputed `features`")
         local = blip_features(model, pixels, texts_or_input_ids, image_ids, attribute_keys)
     world = world if world is not None else local
-    if many_to_many and (local.attr_ids is None or world.attr_ids is None):
-        raise ConfigError("many_to_many needs an attribute key per sample", field="loss.many_to_many")
-    attr = (local.attr_ids, world.attr_ids) if many_to_many else (None, None)
-    pos = positive_mask(local.image_ids, world.image_ids, *attr)
+    if positives is not None:
+        pos_i2t, pos_t2i = (m.to(device=local.image_feat.device, dtype=torch.bool) for m in positives)
+        want = (len(local), len(world))
+        if tuple(pos_i2t.shape) != want or tuple(pos_t2i.shape) != want:
+            raise ValueError(f"positives must be two [{want[0]},{want[1]}] masks")
+    else:
+        if many_to_many and (local.attr_ids is None or world.attr_ids is None):
+            raise ConfigError("many_to_many needs an attribute key per sample", field="loss.many_to_many")
+        attr = (local.attr_ids, world.attr_ids) if many_to_many else (None, None)
+        pos_i2t = pos_t2i = positive_mask(local.image_ids, world.image_ids, *attr)
 
     # ITC: image -> all texts and text -> all images, soft targets = positives / row count.
     temp = model.temp
     sim_i2t = local.image_feat @ world.text_feat.t() / temp
     sim_t2i = local.text_feat @ world.image_feat.t() / temp
-    targets = pos.float() / pos.float().sum(dim=1, keepdim=True)
-    loss_i2t = -(F.log_softmax(sim_i2t, dim=1) * targets).sum(dim=1).mean()
-    loss_t2i = -(F.log_softmax(sim_t2i, dim=1) * targets).sum(dim=1).mean()
+    targets_i2t = pos_i2t.float() / pos_i2t.float().sum(dim=1, keepdim=True)
+    targets_t2i = pos_t2i.float() / pos_t2i.float().sum(dim=1, keepdim=True)
+    loss_i2t = -(F.log_softmax(sim_i2t, dim=1) * targets_i2t).sum(dim=1).mean()
+    loss_t2i = -(F.log_softmax(sim_t2i, dim=1) * targets_t2i).sum(dim=1).mean()
     itc = (loss_i2t + loss_t2i) / 2
 
     # ITM hard negatives: sampled without grad from the same similarities, positives masked out.
-    neg_image, ok_image = sample_hard_negatives(sim_t2i.detach(), pos, generator)  # for each text
-    neg_text, ok_text = sample_hard_negatives(sim_i2t.detach(), pos, generator)  # for each image
+    neg_image, ok_image = sample_hard_negatives(sim_t2i.detach(), pos_t2i, generator)  # for each text
+    neg_text, ok_text = sample_hard_negatives(sim_i2t.detach(), pos_i2t, generator)  # for each image
     ids = torch.cat([local.input_ids, local.input_ids, world.input_ids[neg_text]])
     mask = torch.cat([local.attention_mask, local.attention_mask, world.attention_mask[neg_text]])
     images = torch.cat([local.image_tokens, world.image_tokens[neg_image], local.image_tokens])
