@@ -207,23 +207,22 @@ def run_demo(work: str | Path, plan: DemoPlan, console: Console | None = None) -
         splits.append(("test-style", test_records, test_hits))
 
     console.rule("4/4 scoring")
+    ranked_by_split = {}
     for name, records, hits in splits:
-        ranked = [[h.name for h in row] for row in hits]
+        ranked = ranked_by_split[name] = [[h.name for h in row] for row in hits]
         out.rows += score_rows("default model", name, records, ranked)
         out.rows += score_rows(
             "random ranking", name, records, random_ranking(records, len(records), 10, seed=plan.seed)
         )
-    val_ranked = [[h.name for h in row] for row in val_hits]
-    report = write_html_report(
+    write_html_report(
         work / "report.html",
         val_records,
         val_records,
-        val_ranked,
+        ranked_by_split["val"],
         split(root, "val").images,
         scores=[[h.score for h in row] for row in val_hits],
         title="trafficsearch demo: real val labels",
     )
-    del report
     t["total"] = round(time.perf_counter() - start, 1)
     out.paths = {
         "report": str(work / "report.html"),
