@@ -101,3 +101,22 @@ def test_lock_text_freezes_trunk_but_not_projection() -> None:
     m2 = create_clip("ts-tiny-test")
     lock_text(m2.model, 1)
     assert not text_trunk_frozen(m2.model)
+
+
+def test_minilm_encode_texts_trims_padding_and_keeps_input_order() -> None:
+    """Query encoding batches by length and drops all-padding columns; the vectors must not change."""
+    torch.manual_seed(0)
+    model = create_clip("ts-minilm-vit-s64")
+    model.text_batch_size = 2  # several length-sorted batches
+    texts = [
+        "A pedestrian wearing a short-sleeved shirt with a logo, carrying a backpack, facing the camera.",
+        "A red car.",
+        "This is a grey Chery Sedan.",
+        "A woman.",
+        "A man between 18 and 60 in trousers.",
+    ]
+    got = model.encode_texts(texts)
+    with torch.no_grad():
+        full = torch.nn.functional.normalize(model.model.encode_text(model.tokenize(texts)).float(), dim=-1)
+    assert model.tokenize(texts).shape[1] == 64  # the reference really ran on the padded context
+    torch.testing.assert_close(got, full, rtol=1e-4, atol=1e-5)

@@ -31,7 +31,7 @@ def test_yaml_then_overrides_win(tmp_path) -> None:
         ("nosection.x=1", "nosection"),
         ("train.epochs=two", "train.epochs"),
         ("train.epochs=0", "train.epochs"),
-        ("data.transform=stretch", "data.transform"),
+        ("data.transform=squash", "data.transform"),
         ("model.lock_text=maybe", "model.lock_text"),
     ],
 )

@@ -117,6 +117,40 @@ def test_text_cache_matches_recomputed_frozen_trunk(tmp_path, data) -> None:
     assert not torch.equal(w["text_projection"], init["text_projection"])
 
 
+def test_runs_sharing_a_text_cache_file_encode_each_caption_once(tmp_path, data, monkeypatch) -> None:
+    from trafficsearch.train.text_cache import TextFeatureCache
+
+    encoded: list[int] = []
+    original = TextFeatureCache.add
+
+    def counting_add(self, texts, progress=None):  # noqa: ANN001, ANN202 - mirrors TextFeatureCache.add
+        encoded.append(len([t for t in dict.fromkeys(texts) if t not in self.index]))
+        return original(self, texts, progress)
+
+    monkeypatch.setattr(TextFeatureCache, "add", counting_add)
+    shared = tmp_path / "shared" / "features.pt"
+    common = [
+        "model.lock_text=true",
+        "model.cache_text_features=true",
+        "train.epochs=1",
+        "train.log_every=1",
+        f"model.text_cache_file={shared}",
+    ]
+    first = train(_cfg(data, *common), tmp_path / "a", show_progress=False)
+    first_count = sum(encoded)
+    assert first_count > 0 and shared.is_file()
+    assert not (first.run_dir / "text_features.pt").exists()  # kept in the shared file instead
+    encoded.clear()
+    second = train(_cfg(data, *common), tmp_path / "b", show_progress=False)
+    assert sum(encoded) == 0  # every caption came from the file the first run wrote
+
+    def losses(run):
+        rows = (run / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(x)["loss"] for x in rows if json.loads(x)["type"] == "train"]
+
+    assert losses(first.run_dir) == pytest.approx(losses(second.run_dir), rel=1e-6)
+
+
 def test_minilm_text_cache_rows_match_full_text_tower() -> None:
     from trafficsearch.models.clip import lock_text, text_project
     from trafficsearch.train.text_cache import TextFeatureCache

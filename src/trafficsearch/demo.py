@@ -1,5 +1,7 @@
-"""The main job (`trafficsearch demo`, `make demo`): synthetic train set -> real val labels rendered ->
-default model trained -> val gallery indexed -> official scores beside a random ranking.
+"""The main job (`trafficsearch demo`, `make demo`): synthetic train set -> real val labels rendered -> three
+members trained (the CLIP default, BLIP-small with its ITM head, the attribute baseline) -> each split indexed
+once per member -> every single model, their fusion and fusion + ITM re-ranking (the full system) scored
+beside a random ranking, with the full system compared to the best single model.
 
 Every stage writes files under the work folder and is skipped or resumed when its output is already there,
 so an interrupted demo continues where it stopped.
@@ -10,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +26,17 @@ from trafficsearch.ioutil import atomic_write_json
 from trafficsearch.resources import extract_val_labels
 
 RULES = ("equal", "contain")
+FULL_SYSTEM = "full system: fusion + ITM re-rank"
+FUSION = "fusion"
+RANDOM = "random ranking"
 
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """Sizes of one demo run. `val` caps the real val labels used (evenly spread); None = all 10,000."""
+    """Sizes of one demo run. `val` caps the real val labels used (evenly spread); None = all 10,000.
+
+    `blip_config` None or `attributes` False drop that member (no BLIP: no re-ranking either).
+    """
 
     config: str = "demo/default"
     train: int = 9000
@@ -37,12 +45,32 @@ class DemoPlan:
     noise: float = 0.05
     epochs: int | None = 7
     val_per_epoch: int | None = 2500  # evenly spread val images scored after each epoch (the end uses all)
+    blip_config: str | None = "demo/blip-small"
+    blip_epochs: int | None = None
+    attributes: bool = True
+    attribute_epochs: int = 6
+    normalization: str = "zscore"
+    rerank_k: int = 10
+    latency_queries: int = 20
+    dev: int = (
+        1500  # held-out synthetic images (train distribution) the fusion weights are fitted on; 0: equal
+    )
     seed: int = 0
     workers: int = 2
 
     @classmethod
     def fast(cls) -> DemoPlan:
-        return cls(config="demo/fast", train=3000, val=1500, test=500, epochs=None, val_per_epoch=None)
+        return cls(
+            config="demo/fast",
+            train=3000,
+            val=1500,
+            test=500,
+            epochs=None,
+            val_per_epoch=None,
+            blip_epochs=1,
+            attribute_epochs=2,
+            dev=500,
+        )
 
 
 @dataclass
@@ -52,6 +80,8 @@ class DemoResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
+    comparison: dict[str, Any] = field(default_factory=dict)
+    fit: dict[str, Any] = field(default_factory=dict)  # fusion weights fitted on the dev split
 
 
 def _evenly(records: Sequence[Record], n: int | None) -> list[Record]:
@@ -79,54 +109,138 @@ def prepare_data(work: Path, plan: DemoPlan) -> Path:
     ]:
         write_labels(records, val.labels)
     render_labels(val.labels, val.images, seed=plan.seed, domain="web", workers=plan.workers)
+    if plan.dev:  # its own root (its val split), so the real val labels above stay the val split
+        generate_dataset(work / "dev-data", 0, plan.dev, seed=plan.seed + 1, workers=plan.workers)
     return root
 
 
-def train_model(work: Path, root: Path, plan: DemoPlan) -> Path:
-    """Train (or resume) the default model; returns the best checkpoint directory."""
-    from trafficsearch.train.config import load_config
-    from trafficsearch.train.loop import train
+def train_members(work: Path, root: Path, plan: DemoPlan, timings: dict[str, float]) -> dict[str, Path]:
+    """Train (or resume) every member; checkpoint dirs by member name ("clip", "blip", "attributes")."""
+    from trafficsearch.systems import train_attribute_member, train_member
 
-    overrides = [f"data.root={root}", f"train.output_dir={work / 'train'}", f"train.seed={plan.seed}"]
+    clip_overrides = []
     if plan.epochs is not None:
-        overrides.append(f"train.epochs={plan.epochs}")
+        clip_overrides.append(f"train.epochs={plan.epochs}")
     if plan.val_per_epoch is not None:
-        overrides.append(f"data.max_val={plan.val_per_epoch}")
-    cfg = load_config(plan.config, overrides)
-    run_dir = work / "train"
-    resume = (run_dir / "last").is_dir()
-    result = train(cfg, run_dir, resume=resume)
-    best = result.run_dir / "best"
-    return best if best.is_dir() else result.run_dir / "last"
+        clip_overrides.append(f"data.max_val={plan.val_per_epoch}")
+    checkpoints = {
+        "clip": _timed(
+            timings,
+            "train clip",
+            lambda: train_member(plan.config, root, work / "train", clip_overrides, plan.seed),
+        )
+    }
+    if plan.blip_config:
+        blip_overrides = [] if plan.blip_epochs is None else [f"train.epochs={plan.blip_epochs}"]
+        checkpoints["blip"] = _timed(
+            timings,
+            "train blip",
+            lambda: train_member(plan.blip_config, root, work / "train-blip", blip_overrides, plan.seed),
+        )
+    if plan.attributes:
+        checkpoints["attributes"] = _timed(
+            timings,
+            "train attributes",
+            lambda: train_attribute_member(
+                root,
+                work / "train-attributes",
+                epochs=plan.attribute_epochs,
+                seed=plan.seed,
+                workers=plan.workers,
+            ),
+        )
+    return checkpoints
 
 
-def rank_split(
-    work: Path, root: Path, name: str, checkpoint: Path, workers: int
-) -> tuple[list[Record], list]:
-    """Index split `name` with the checkpoint and rank its gallery for every label text."""
-    from trafficsearch.index.build import build_index
-    from trafficsearch.models import load_model
-    from trafficsearch.search.engine import SearchEngine
+def index_split(work: Path, data: Any, checkpoints: dict[str, Path], models: Any, workers: int) -> list[Any]:
+    """Index one split once per member: WORK/index-<split>/<member>."""
+    from trafficsearch.systems import MemberIndex, index_member
 
-    sp = split(root, name)
-    records = read_labels(sp.labels).records
-    index_dir = work / f"index-{name}"
-    model = load_model(checkpoint)
-    build_index(sp.images, index_dir, model, model_spec=checkpoint, labels=sp.labels, workers=workers)
-    engine = SearchEngine.open(index_dir, model=model)
-    hits = engine.search([r.text for r in records], k=10)
-    return records, hits
+    folder = f"index-{data.name}"
+    return [
+        MemberIndex(name, ckpt, index_member(ckpt, data, work / folder / name, models, workers=workers))
+        for name, ckpt in checkpoints.items()
+    ]
 
 
-def score_rows(system: str, split_name: str, records: list[Record], ranked: list[list[str]]) -> list[dict]:
-    from trafficsearch.eval.metrics import evaluate
+def fit_weights_on_dev(work: Path, dev: Any, members: list[Any], models: Any, plan: DemoPlan) -> Any:
+    """Fusion weights (one set per query kind) fitted on the held-out synthetic dev split, never on val."""
+    from trafficsearch.systems import fit_fusion
 
-    rows = []
-    for rule in RULES:
-        result = evaluate(records, records, ranked, rule=rule)
-        row = {"split": split_name, "system": system, "rule": rule, **result.to_dict()}
-        rows.append(row)
-    return rows
+    return fit_fusion(work / "ensemble-dev", members, models, dev, normalization=plan.normalization)
+
+
+def score_split(
+    work: Path, data: Any, members: list[Any], models: Any, plan: DemoPlan, fit: Any = None
+) -> tuple[list, dict]:
+    """Rows of every system on one split, and each system's hits (the report shows the full system's)."""
+    from trafficsearch.eval.metrics import random_ranking
+    from trafficsearch.systems import open_fused, open_single, score_ranking, score_system
+
+    latency = plan.latency_queries if data.name == "val" else 0
+    rows: list[dict[str, Any]] = []
+    hits: dict[str, Any] = {}
+    for member in members:
+        part, hits[member.name] = score_system(
+            member.name, open_single(member, models), data, latency_queries=latency
+        )
+        rows += part
+    if len(members) > 1:
+        if fit is not None:
+            members = [replace(m, weight=w) for m, w in zip(members, fit.weights, strict=True)]
+        blip = next((m.checkpoint for m in members if m.name == "blip"), None)
+        engine = open_fused(
+            work / f"ensemble-{data.name}",
+            members,
+            models,
+            normalization=plan.normalization,
+            rerank=blip,
+            rerank_k=plan.rerank_k,
+            kind_weights=None if fit is None else fit.kind_weights,
+        )
+        part, hits[FUSION] = score_system(
+            f"{FUSION} ({plan.normalization})", engine, data, latency_queries=latency
+        )
+        rows += part
+        if blip is not None:
+            part, hits[FULL_SYSTEM] = score_system(
+                FULL_SYSTEM, engine, data, rerank=True, latency_queries=latency
+            )
+            rows += part
+    rows += score_ranking(RANDOM, data, random_ranking(data.records, len(data.records), 10, seed=plan.seed))
+    return rows, hits
+
+
+def compare_with_best_single(rows: list[dict[str, Any]], members: Sequence[str]) -> dict[str, Any]:
+    """Full system (or fusion without BLIP) minus the best single model, per split, in points (x100).
+
+    "Best" is chosen per split on mAP@10 over min(R,10) under the equal rule.
+    """
+    out: dict[str, Any] = {}
+    by_key = {(r["split"], r["system"], r["rule"]): r for r in rows}
+    for split_name in dict.fromkeys(r["split"] for r in rows):
+        singles = [m for m in members if (split_name, m, "equal") in by_key]
+        systems = [r["system"] for r in rows if r["split"] == split_name and r["rule"] == "equal"]
+        system = (
+            FULL_SYSTEM
+            if FULL_SYSTEM in systems
+            else next((s for s in systems if s.startswith(FUSION)), None)
+        )
+        if not singles or system is None:
+            continue
+        best = max(singles, key=lambda m: by_key[(split_name, m, "equal")]["overall"]["map_at_k"])
+        entry: dict[str, Any] = {"best_single": best, "system": system}
+        for rule in RULES:
+            mine, theirs = (
+                by_key[(split_name, system, rule)]["overall"],
+                by_key[(split_name, best, rule)]["overall"],
+            )
+            for metric in ("map_official", "map_at_k"):
+                entry[f"{metric}_{rule}_points"] = round(100 * (mine[metric] - theirs[metric]), 2)
+            if theirs["map_at_k"] > 0:
+                entry[f"map_at_k_{rule}_relative"] = round(mine["map_at_k"] / theirs["map_at_k"] - 1, 4)
+        out[split_name] = entry
+    return out
 
 
 def _fmt(x: float | None) -> str:
@@ -135,8 +249,8 @@ def _fmt(x: float | None) -> str:
 
 def print_table(console: Console, rows: list[dict]) -> None:
     table = Table(
-        title="official mAP@10 and the rest x100. val: the real val labels rendered; test-style: "
-        "colour+brand+type vehicle queries, camera domain",
+        title="official mAP@10 and the rest x100 (ms/query: cold single query, p50). val: the real val "
+        "labels rendered; test-style: colour+brand+type vehicle queries, camera domain",
         title_justify="left",
     )
     for col in (
@@ -149,11 +263,13 @@ def print_table(console: Console, rows: list[dict]) -> None:
         "mAP/min(R,10)",
         "R@1",
         "R@10",
+        "ms/query",
     ):
         table.add_column(col, justify="left" if col in ("split", "system", "rule") else "right")
     for row in rows:
         per_kind = row.get("per_kind", {})
         overall = row["overall"]
+        latency = row.get("latency_ms", {}).get("p50")
         table.add_row(
             row["split"],
             row["system"],
@@ -164,8 +280,20 @@ def print_table(console: Console, rows: list[dict]) -> None:
             _fmt(overall["map_at_k"]),
             _fmt(overall["recall"]["1"]),
             _fmt(overall["recall"]["10"]),
+            "-" if latency is None or row["rule"] != "equal" else f"{latency:.1f}",
         )
     console.print(table)
+
+
+def print_comparison(console: Console, comparison: dict[str, Any]) -> None:
+    for split_name, c in comparison.items():
+        console.print(
+            f"{split_name}: {c['system']} vs the best single model ({c['best_single']}): "
+            f"official mAP@10 {c['map_official_equal_points']:+.2f} points (equal), "
+            f"{c['map_official_contain_points']:+.2f} (contain); "
+            f"mAP/min(R,10) {c['map_at_k_equal_points']:+.2f} points "
+            f"({100 * c.get('map_at_k_equal_relative', 0.0):+.1f}% relative)"
+        )
 
 
 def _timed(timings: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
@@ -178,8 +306,8 @@ def _timed(timings: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
 def run_demo(work: str | Path, plan: DemoPlan, console: Console | None = None) -> DemoResult:
     """Run every stage (resuming finished ones) and print the comparison table."""
     from trafficsearch.data.synth.sheet import write_contact_sheet
-    from trafficsearch.eval.metrics import random_ranking
     from trafficsearch.eval.report import write_html_report
+    from trafficsearch.systems import ModelCache, load_split_data
 
     console = console or Console(width=max(Console().width, 110))
     work = Path(work)
@@ -188,56 +316,100 @@ def run_demo(work: str | Path, plan: DemoPlan, console: Console | None = None) -
     t = out.timings
     start = time.perf_counter()
 
-    console.rule("1/4 data: synthetic train set + real val labels rendered")
+    console.rule("1/5 data: synthetic train set + real val labels rendered")
     root = _timed(t, "data", lambda: prepare_data(work, plan))
     sheet = write_contact_sheet(
         split(root, "train").dir, None, work / "train_samples.png", n=24, seed=plan.seed
     )
-    console.rule("2/4 training the default model")
-    checkpoint = _timed(t, "train", lambda: train_model(work, root, plan))
-    console.rule("3/4 indexing and searching")
-    val_records, val_hits = _timed(
-        t, "index+search val", lambda: rank_split(work, root, "val", checkpoint, plan.workers)
-    )
-    splits = [("val", val_records, val_hits)]
+    console.rule("2/5 training the members: CLIP default, BLIP-small (ITC + ITM), attribute baseline")
+    checkpoints = train_members(work, root, plan, t)
+    splits = [load_split_data(root, "val")]
     if plan.test:
-        test_records, test_hits = _timed(
-            t, "index+search test", lambda: rank_split(work, root, "test", checkpoint, plan.workers)
+        splits.append(load_split_data(root, "test"))
+    models = ModelCache()
+    console.rule("3/5 indexing each split once per member")
+    indexed = {
+        data.name: _timed(
+            t,
+            f"index {data.name}",
+            lambda data=data: index_split(work, data, checkpoints, models, plan.workers),
         )
-        splits.append(("test-style", test_records, test_hits))
+        for data in splits
+    }
+    fit = None
+    if plan.dev and len(checkpoints) > 1:
+        dev = replace(load_split_data(work / "dev-data", "val"), name="dev")
+        dev_members = _timed(
+            t, "index dev", lambda: index_split(work, dev, checkpoints, models, plan.workers)
+        )
+        fit = _timed(t, "fit weights", lambda: fit_weights_on_dev(work, dev, dev_members, models, plan))
+        out.fit = _fit_summary(fit, list(checkpoints))
+    console.rule("4/5 searching and scoring: single models, fusion, fusion + ITM re-rank, random")
+    val_hits: dict[str, Any] = {}
+    for data in splits:
+        rows, hits = _timed(
+            t,
+            f"search {data.name}",
+            lambda data=data: score_split(work, data, indexed[data.name], models, plan, fit),
+        )
+        for row in rows:
+            if row["split"] == "test":
+                row["split"] = "test-style"
+        out.rows += rows
+        if data.name == "val":
+            val_hits = hits
+    out.comparison = compare_with_best_single(out.rows, list(checkpoints))
 
-    console.rule("4/4 scoring")
-    ranked_by_split = {}
-    for name, records, hits in splits:
-        ranked = ranked_by_split[name] = [[h.name for h in row] for row in hits]
-        out.rows += score_rows("default model", name, records, ranked)
-        out.rows += score_rows(
-            "random ranking", name, records, random_ranking(records, len(records), 10, seed=plan.seed)
-        )
+    console.rule("5/5 report")
+    val = splits[0]
+    shown = next(s for s in (FULL_SYSTEM, FUSION, *checkpoints) if s in val_hits)
     write_html_report(
         work / "report.html",
-        val_records,
-        val_records,
-        ranked_by_split["val"],
-        split(root, "val").images,
-        scores=[[h.score for h in row] for row in val_hits],
-        title="trafficsearch demo: real val labels",
+        val.records,
+        val.records,
+        [[h.name for h in row] for row in val_hits[shown]],
+        val.images,
+        scores=[[h.score for h in row] for row in val_hits[shown]],
+        title=f"trafficsearch demo: real val labels, {shown}",
     )
     t["total"] = round(time.perf_counter() - start, 1)
     out.paths = {
         "report": str(work / "report.html"),
         "curves": str(work / "train" / "curves.png"),
         "train_samples": str(sheet),
-        "checkpoint": str(checkpoint),
-        "val_index": str(work / "index-val"),
+        **{f"checkpoint {k}": str(v) for k, v in checkpoints.items()},
+        "val_ensemble": str(work / "ensemble-val"),
         "results": str(work / "results.json"),
     }
     atomic_write_json(work / "results.json", {"plan": asdict(plan), **asdict(out)})
     print_table(console, out.rows)
+    print_comparison(console, out.comparison)
+    if out.fit:
+        console.print(
+            f"fusion weights fitted on the {plan.dev}-image synthetic dev split (dev mAP@10 "
+            f"{100 * out.fit['dev_equal_weights']:.2f} with equal weights -> "
+            f"{100 * out.fit['dev_map_official']:.2f}): "
+            + "; ".join(
+                f"{kind}: " + ", ".join(f"{m} {w:g}" for m, w in weights.items())
+                for kind, weights in {"all": out.fit["weights"], **out.fit["kind_weights"]}.items()
+            )
+        )
     console.print("timings (s): " + ", ".join(f"{k} {v}" for k, v in t.items()))
     for key, path in out.paths.items():
-        console.print(f"{key:>13}: {path}")
+        console.print(f"{key:>22}: {path}")
     return out
+
+
+def _fit_summary(fit: Any, names: list[str]) -> dict[str, Any]:
+    return {
+        "weights": dict(zip(names, fit.weights, strict=True)),
+        "kind_weights": {
+            kind: dict(zip(names, w, strict=True)) for kind, w in (fit.kind_weights or {}).items()
+        },
+        "dev_map_official": round(fit.map_official, 6),
+        "dev_equal_weights": round(fit.baseline, 6),
+        "dev_per_member": {k: round(v, 6) for k, v in fit.per_member.items()},
+    }
 
 
 def load_results(work: str | Path) -> dict[str, Any]:

@@ -54,9 +54,14 @@ def fit_command(
     rule: str = typer.Option("equal", "--rule", help="Relevance rule: equal or contain."),
     grid: str = typer.Option("0,0.25,0.5,1,2,4", "--grid", help="Weights tried per member."),
     rounds: int = typer.Option(3, "--rounds", min=1, help="Coordinate-search passes over the members."),
+    by_kind: bool = typer.Option(
+        False, "--by-kind", help="Also fit one weight set per query kind (vehicle, pedestrian): kind_weights."
+    ),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Fit member weights on official mAP@10 (coordinate search) and save them into CONFIG (atomically).
+
+    Fit on labels the reported scores do not use (a held-out split), or the scores flatter the ensemble.
 
     The ensemble.yaml inside INDEX gets the same weights when it is another file.
     """
@@ -84,7 +89,7 @@ def fit_command(
         raise ConfigError("CONFIG and the index's ensemble.yaml name different members", path=config)
     records = read_labels(labels).records
     with err.status("fitting weights ..."):
-        result = fit_weights(engine, records, grid=values, rounds=rounds, rule=rule)
+        result = fit_weights(engine, records, grid=values, rounds=rounds, rule=rule, by_kind=by_kind)
     fit = {
         "labels": str(labels),
         "rule": rule,
@@ -93,15 +98,17 @@ def fit_command(
         "per_member": {k: round(v, 6) for k, v in result.per_member.items()},
         "trials": result.trials,
     }
-    save_ensemble(with_weights(source, result.weights, fit), config)
+    save_ensemble(with_weights(source, result.weights, fit, result.kind_weights), config)
     inside = index / ENSEMBLE_FILE
     if inside.resolve() != config.resolve():
-        save_ensemble(with_weights(load_ensemble(inside), result.weights, fit), inside)
+        save_ensemble(with_weights(load_ensemble(inside), result.weights, fit, result.kind_weights), inside)
     table = Table(title=f"{source.name}: mAP@10 ({rule}) {result.baseline:.4f} -> {result.map_official:.4f}")
-    for column in ("member", "alone", "weight"):
+    kinds = list(result.kind_weights or {})
+    for column in ("member", "alone", "weight", *kinds):
         table.add_column(column)
-    for member, weight in zip(source.members, result.weights, strict=True):
-        table.add_row(member.name, f"{result.per_member[member.name]:.4f}", f"{weight:g}")
+    for i, (member, weight) in enumerate(zip(source.members, result.weights, strict=True)):
+        by_kind = [f"{result.kind_weights[k][i]:g}" for k in kinds]  # type: ignore[index]
+        table.add_row(member.name, f"{result.per_member[member.name]:.4f}", f"{weight:g}", *by_kind)
     console.print(table)
 
 
@@ -114,8 +121,11 @@ def show_command(config: Path = typer.Argument(..., help="Ensemble file or ensem
     table = Table(title=f"{cfg.name}: {cfg.normalization}, route {cfg.route}")
     for column in ("member", "model", "weight"):
         table.add_column(column)
+    kinds = list(cfg.kind_weights or {})
+    for column in kinds:
+        table.add_column(f"weight ({column})")
     for m in cfg.members:
-        table.add_row(m.name, m.model, f"{m.weight:g}")
+        table.add_row(m.name, m.model, f"{m.weight:g}", *[f"{cfg.kind_weights[k][m.name]:g}" for k in kinds])  # type: ignore[index]
     console.print(table)
     if cfg.rerank:
         r = cfg.rerank

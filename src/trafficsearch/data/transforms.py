@@ -4,7 +4,8 @@ Why the split: geometry is deterministic, so training can run it once per image 
 squares in memory (`data.cache_images`), leaving only a cheap normalisation per step. Crops of people and
 cars are tall or wide; `pad` keeps the whole object and its aspect (resize the longest side, centre it on
 a black square), while `openclip` is open_clip's eval resize of the shortest side + centre crop, which cuts
-off the ends of long objects.
+off the ends of long objects, and `stretch` resizes straight to the square, distorting the aspect (the plain
+baseline of the ablation).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from PIL import Image
 
 from trafficsearch.errors import ConfigError
 
-TransformKind = Literal["pad", "openclip"]
-TRANSFORM_KINDS: tuple[str, ...] = ("pad", "openclip")
+TransformKind = Literal["pad", "openclip", "stretch"]
+TRANSFORM_KINDS: tuple[str, ...] = ("pad", "openclip", "stretch")
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
@@ -63,11 +64,11 @@ class Preprocess:
         )
 
     def describe(self) -> str:
-        how = (
-            "resize longest side, centre on a zero-padded square"
-            if self.kind == "pad"
-            else "resize shortest side, centre crop"
-        )
+        how = {
+            "pad": "resize longest side, centre on a zero-padded square",
+            "openclip": "resize shortest side, centre crop",
+            "stretch": "resize to a square, aspect not kept",
+        }[self.kind]
         return f"{how} of {self.image_size}px ({self.interpolation}), RGB, normalised with mean/std"
 
 
@@ -100,12 +101,23 @@ def resize_center_crop(
     return image.crop((left, top, left + size, top + size))
 
 
+def stretch_to_square(
+    image: Image.Image, size: int, resample: Image.Resampling = Image.Resampling.BICUBIC
+) -> Image.Image:
+    """Resize to `size` x `size` whatever the aspect: no padding, no crop, shapes distorted."""
+    image = image.convert("RGB")
+    return image if image.size == (size, size) else image.resize((size, size), resample)
+
+
+_GEOMETRY = {"pad": pad_to_square, "openclip": resize_center_crop, "stretch": stretch_to_square}
+
+
 class Geometry:
     """Picklable PIL -> square PIL step (DataLoader workers need to pickle it)."""
 
     def __init__(self, pre: Preprocess) -> None:
         self.pre = pre
-        self.fn = pad_to_square if pre.kind == "pad" else resize_center_crop
+        self.fn = _GEOMETRY[pre.kind]
 
     def __call__(self, image: Image.Image) -> Image.Image:
         return self.fn(image, self.pre.image_size, _RESAMPLE[self.pre.interpolation])

@@ -75,6 +75,17 @@ def is_hf_text(model: nn.Module) -> bool:
     return hasattr(model, "text") and hasattr(model.text, "transformer") and hasattr(model.text, "pooler")
 
 
+def trim_padding(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Drop all-padding trailing columns for HF trunks: with the attention mask and a masked mean pool the
+    result is the same, at a fraction of the cost (captions average ~26 of 64 tokens). open_clip's own text
+    transformer needs its full context length (fixed positional table), so it is left as is."""
+    if not is_hf_text(model):
+        return tokens
+    pad = model.text.config.pad_token_id
+    used = (tokens != pad).any(dim=0).nonzero()
+    return tokens[:, : int(used.max()) + 1] if len(used) else tokens
+
+
 def text_pooled(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """Text trunk: tokens -> pooled feature before the projection."""
     if is_hf_text(model):
@@ -195,15 +206,20 @@ class OpenClipModel(RetrievalModel):
         was_training = self.model.training
         self.model.eval()
         try:
+            # similar lengths batched together, trailing padding trimmed (exact: HF trunks mean-pool by mask)
+            order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
             rows = []
             for start in range(0, len(texts), self.text_batch_size):
-                tokens = self.tokenize(texts[start : start + self.text_batch_size]).to(self.device)
+                chunk = [texts[i] for i in order[start : start + self.text_batch_size]]
+                tokens = trim_padding(self.model, self.tokenize(chunk)).to(self.device)
                 rows.append(F.normalize(self.model.encode_text(tokens).float(), dim=-1))
         finally:
             self.model.train(was_training)
         if not rows:
             return torch.empty(0, self.embed_dim)
-        return torch.cat(rows)
+        out = torch.empty(len(texts), rows[0].shape[1], dtype=rows[0].dtype, device=rows[0].device)
+        out[torch.tensor(order, device=out.device)] = torch.cat(rows)
+        return out
 
     def manifest(self) -> dict[str, Any]:
         source = dict(self.source)

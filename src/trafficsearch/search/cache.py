@@ -26,6 +26,11 @@ class TextCache:
     def __len__(self) -> int:
         return len(self._store)
 
+    def clear(self) -> None:
+        """Drop every cached vector (latency measurements start cold)."""
+        with self._lock:
+            self._store.clear()
+
     def get(self, texts: Sequence[str]) -> np.ndarray:
         """[len(texts), D] vectors in input order."""
         with self._lock:

@@ -32,7 +32,7 @@ the union and rrf ranks beyond a member's top-N as N+1 (approximations).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,7 @@ from trafficsearch.ioutil import atomic_write_text
 from trafficsearch.search import fusion
 from trafficsearch.search.cache import TextCache
 from trafficsearch.search.rerank import FORMS, MERGES
-from trafficsearch.search.routing import DEFAULT_SOFT_PENALTY, ROUTES
+from trafficsearch.search.routing import DEFAULT_SOFT_PENALTY, ROUTES, query_kind
 from trafficsearch.search.stages import Candidates
 
 ENSEMBLE_FILE = "ensemble.yaml"
@@ -54,6 +54,7 @@ MEMBERS_DIR = "members"
 BLIP_PREFIX = "blip:"
 _BLOCK = 32_768  # gallery rows per matmul block
 _QUERY_CHUNK = 256
+KINDS = ("vehicle", "pedestrian")
 
 
 # -- the config file ---------------------------------------------------------------------------------------
@@ -86,6 +87,8 @@ class EnsembleConfig:
     route: str = "off"
     soft_penalty: float = DEFAULT_SOFT_PENALTY
     rerank: RerankConfig | None = None
+    # per query kind (parsed from the text), weights by member name; other queries use the members' weights
+    kind_weights: dict[str, dict[str, float]] | None = None
     fit: dict[str, Any] | None = field(default=None)  # what `ensemble fit` measured
 
     @property
@@ -181,6 +184,7 @@ def ensemble_from_dict(d: Any, path: Path | None = None) -> EnsembleConfig:
             b=_number(r, "b", float, 1.0, path, "rerank."),
             batch_size=_number(r, "batch_size", int, 32, path, "rerank."),
         )
+    kind_weights = _kind_weights(d.get("kind_weights"), names, path)
     name = d.get("name", path.stem if path else "ensemble")
     if not isinstance(name, str):
         raise _err(path, "name", "expected a string")
@@ -197,8 +201,34 @@ def ensemble_from_dict(d: Any, path: Path | None = None) -> EnsembleConfig:
         route=_choice(d, "route", ROUTES, "off", path, ""),
         soft_penalty=_number(d, "soft_penalty", float, DEFAULT_SOFT_PENALTY, path, ""),
         rerank=rerank,
+        kind_weights=kind_weights,
         fit=d.get("fit"),
     )
+
+
+def _kind_weights(raw: Any, names: list[str], path: Path | None) -> dict[str, dict[str, float]] | None:
+    """kind_weights: {vehicle|pedestrian: {member name: weight, ...}}, every member named, not all zero."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise _err(path, "kind_weights", "expected a mapping {vehicle: {member: weight}, pedestrian: ...}")
+    out: dict[str, dict[str, float]] = {}
+    for kind, weights in raw.items():
+        prefix = f"kind_weights.{kind}"
+        if kind not in KINDS:
+            raise _err(path, prefix, f"unknown kind; expected one of {', '.join(KINDS)}")
+        if not isinstance(weights, dict) or set(weights) != set(names):
+            raise _err(path, prefix, f"expected a weight for every member: {', '.join(names)}")
+        values = {}
+        for name in names:
+            w = weights[name]
+            if isinstance(w, bool) or not isinstance(w, int | float) or not np.isfinite(w) or w < 0:
+                raise _err(path, f"{prefix}.{name}", f"expected a finite number >= 0, got {w!r}")
+            values[name] = float(w)
+        if sum(values.values()) <= 0:
+            raise _err(path, prefix, "at least one member needs a weight > 0")
+        out[kind] = values
+    return out
 
 
 def load_ensemble(path: str | Path) -> EnsembleConfig:
@@ -375,11 +405,21 @@ class FusedFirstStage:
         normalization: str = "l2",
         rrf_k: int = fusion.RRF_K,
         candidates: int | None = None,
+        kind_weights: dict[str, Sequence[float]] | None = None,
     ) -> None:
         self.members = list(members)
         self.weights = fusion.check_weights(weights, len(self.members))
+        self.kind_weights = {
+            kind: fusion.check_weights(w, len(self.members)) for kind, w in (kind_weights or {}).items()
+        }
         self.normalization = fusion.check_normalization(normalization)
         self.rrf_k, self.n_candidates = rrf_k, candidates
+
+    def query_weights(self, texts: Sequence[str]) -> np.ndarray:
+        """[Q, M] weights summing to 1 per query: the weights of the kind its text names, else the default."""
+        rows = [self.kind_weights.get(query_kind(t) or "", self.weights) for t in texts]
+        w = np.asarray(rows, dtype=np.float64).reshape(len(texts), len(self.members))
+        return w / w.sum(axis=1, keepdims=True)
 
     def normalized_rows(self, texts: Sequence[str], rows: np.ndarray | None) -> list[np.ndarray]:
         """Each member's normalised full rows [Q, N] (weight fitting reuses these)."""
@@ -399,7 +439,11 @@ class FusedFirstStage:
         return out
 
     def _exact(self, texts: list[str], depth: int, rows: np.ndarray | None) -> list[Candidates]:
-        fused = fusion.fuse(self.normalized_rows(texts, rows), self.weights)
+        normalized = self.normalized_rows(texts, rows)
+        if not self.kind_weights:
+            fused = fusion.fuse(normalized, self.weights)
+        else:
+            fused = fusion.fuse_per_query(normalized, self.query_weights(texts))
         return [_top(fused[i], depth, rows) for i in range(len(texts))]
 
     def _union(self, texts: list[str], depth: int, rows: np.ndarray | None) -> list[Candidates]:
@@ -407,8 +451,9 @@ class FusedFirstStage:
         tops = [m.top(texts, n, rows) for m in self.members]
         union = [np.unique(np.concatenate([t[i] for t in tops])) for i in range(len(texts))]
         fused = [np.zeros(len(u), np.float32) for u in union]
-        for member, weight, top in zip(self.members, self.weights / self.weights.sum(), tops, strict=True):
-            if not weight:
+        weights = self.query_weights(texts)
+        for m, (member, top) in enumerate(zip(self.members, tops, strict=True)):
+            if not weights[:, m].any():
                 continue
             values = member.scores_at(texts, union)
             stats = member.stats(texts, rows) if self.normalization in ("l2", "zscore") else None
@@ -424,7 +469,7 @@ class FusedFirstStage:
                             stats.norm[i : i + 1], stats.mean[i : i + 1], stats.std[i : i + 1]
                         )
                     norm = fusion.normalize(v[None], self.normalization, stats=s)[0]
-                fused[i] += np.float32(weight) * norm
+                fused[i] += np.float32(weights[i, m]) * norm
         out = []
         for u, f in zip(union, fused, strict=True):
             order = np.lexsort((u, -f))[:depth]
@@ -534,7 +579,14 @@ def open_ensemble_engine(
     ensemble_dir = Path(ensemble_dir)
     config = load_ensemble(ensemble_dir / ENSEMBLE_FILE)
     reference, members, models = open_members(ensemble_dir, config, device=device, models=models)
-    first = FusedFirstStage(members, config.weights, config.normalization, config.rrf_k, config.candidates)
+    first = FusedFirstStage(
+        members,
+        config.weights,
+        config.normalization,
+        config.rrf_k,
+        config.candidates,
+        kind_weights=_kind_weight_lists(config),
+    )
     rerank = [rerank_stage_for(config, reference, models, device)] if config.rerank else []
     cls = engine_cls or SearchEngine
     return cls(
@@ -545,6 +597,11 @@ def open_ensemble_engine(
         route=config.route,
         soft_penalty=config.soft_penalty,
     )
+
+
+def _kind_weight_lists(config: EnsembleConfig) -> dict[str, list[float]]:
+    by_kind = config.kind_weights or {}
+    return {kind: [weights[m.name] for m in config.members] for kind, weights in by_kind.items()}
 
 
 def build_ensemble_index(
@@ -623,50 +680,15 @@ class FitResult:
     baseline: float  # mAP@10 of the starting weights
     per_member: dict[str, float]  # each member alone
     trials: int
+    kind_weights: dict[str, list[float]] | None = None  # with by_kind: the weights fitted per query kind
 
 
-def fit_weights(
-    engine: Any,
-    records: Sequence[Any],
-    *,
-    grid: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
-    rounds: int = 3,
-    rule: str = "equal",
-    k: int = 10,
-) -> FitResult:
-    """Coordinate search of member weights on official mAP@k (eval/metrics.evaluate) over labelled records.
-
-    The gallery is the index; the queries are the records' texts (val_label.txt gives both). Normalised rows
-    are computed once per distinct text, so each trial costs one weighted sum and a top-k.
-    """
-    from trafficsearch.eval.metrics import evaluate
-    from trafficsearch.search.routing import route_matrix
-
-    first: FusedFirstStage = engine.first_stage
-    config: EnsembleConfig = engine.model.config
-    texts = [r.text for r in records]
-    unique = list(dict.fromkeys(texts))
-    slot = {t: i for i, t in enumerate(unique)}
-    position = [slot[t] for t in texts]
-    rows = first.normalized_rows(unique, None)
-    names = engine.data.metadata.names
-    kinds = engine.data.metadata.kinds
-
-    def score(weights: Sequence[float]) -> float:
-        fused = route_matrix(fusion.fuse(rows, weights), unique, kinds, config.route, config.soft_penalty)
-        top = np.argsort(-fused, axis=1, kind="stable")[:, :k]
-        ranked_unique = [[names[j] for j in row] for row in top]
-        ranked = [ranked_unique[p] for p in position]
-        return evaluate(records, records, ranked, rule, k).overall.map_official  # type: ignore[arg-type]
-
-    weights = list(first.weights)
-    baseline = best = score(weights)
-    per_member = {}
-    for i, m in enumerate(first.members):
-        solo = [0.0] * len(weights)
-        solo[i] = 1.0
-        per_member[m.name] = score(solo)
-    trials = 1 + len(weights)
+def _coordinate_search(
+    score: Callable[[Sequence[float]], float], start: Sequence[float], grid: Sequence[float], rounds: int
+) -> tuple[list[float], float, int]:
+    """Greedy coordinate search over `grid` per weight; (best weights, best score, trials)."""
+    weights = list(start)
+    best, trials = score(weights), 1
     for _ in range(rounds):
         improved = False
         for i in range(len(weights)):
@@ -681,11 +703,96 @@ def fit_weights(
                     best, weights, improved = result, trial, True
         if not improved:
             break
-    return FitResult(weights, best, baseline, per_member, trials)
+    return weights, best, trials
 
 
-def with_weights(config: EnsembleConfig, weights: Sequence[float], fit: dict[str, Any]) -> EnsembleConfig:
+def fit_weights(
+    engine: Any,
+    records: Sequence[Any],
+    *,
+    grid: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
+    rounds: int = 3,
+    rule: str = "equal",
+    k: int = 10,
+    by_kind: bool = False,
+) -> FitResult:
+    """Coordinate search of member weights on official mAP@k (eval/metrics.evaluate) over labelled records.
+
+    The gallery is the index; the queries are the records' texts (val_label.txt gives both). Normalised rows
+    are computed once per distinct text, so each trial costs one weighted sum and a top-k. `by_kind`: fit
+    one weight set per query kind (parsed from the text, as the engine applies them) on that kind's queries.
+    """
+    from trafficsearch.eval.metrics import evaluate
+    from trafficsearch.search.routing import route_matrix
+
+    first: FusedFirstStage = engine.first_stage
+    config: EnsembleConfig = engine.model.config
+    texts = [r.text for r in records]
+    unique = list(dict.fromkeys(texts))
+    slot = {t: i for i, t in enumerate(unique)}
+    rows = first.normalized_rows(unique, None)
+    names = engine.data.metadata.names
+    kinds = engine.data.metadata.kinds
+
+    def ranked_for(weights: np.ndarray, subset: Sequence[int]) -> list[list[str]]:
+        sub = [r[subset] for r in rows]
+        fused = fusion.fuse_per_query(sub, weights / weights.sum(axis=1, keepdims=True))
+        fused = route_matrix(fused, [unique[i] for i in subset], kinds, config.route, config.soft_penalty)
+        top = np.argsort(-fused, axis=1, kind="stable")[:, :k]
+        return [[names[j] for j in row] for row in top]
+
+    def scorer(query_ids: list[int]) -> Callable[[Sequence[float]], float]:
+        """official mAP@k over the records `query_ids` for one weight set."""
+        subset = sorted({slot[texts[i]] for i in query_ids})
+        where = {u: j for j, u in enumerate(subset)}
+        queries = [records[i] for i in query_ids]
+
+        def score(weights: Sequence[float]) -> float:
+            w = np.tile(np.asarray(weights, dtype=np.float64), (len(subset), 1))
+            ranked_unique = ranked_for(w, subset)
+            ranked = [ranked_unique[where[slot[texts[i]]]] for i in query_ids]
+            return evaluate(queries, records, ranked, rule, k).overall.map_official  # type: ignore[arg-type]
+
+        return score
+
+    everyone = scorer(list(range(len(records))))
+    start = [float(w) for w in first.weights]
+    baseline = everyone(start)
+    per_member = {}
+    for i, m in enumerate(first.members):
+        solo = [0.0] * len(start)
+        solo[i] = 1.0
+        per_member[m.name] = everyone(solo)
+    weights, best, trials = _coordinate_search(everyone, start, grid, rounds)
+    trials += len(start) + 1
+    if not by_kind:
+        return FitResult(weights, best, baseline, per_member, trials)
+    kind_weights: dict[str, list[float]] = {}
+    for kind in KINDS:
+        ids = [i for i, t in enumerate(texts) if query_kind(t) == kind]
+        if ids:
+            kind_weights[kind], _, n = _coordinate_search(scorer(ids), weights, grid, rounds)
+            trials += n
+    per_query = np.asarray([kind_weights.get(query_kind(t) or "", weights) for t in unique], dtype=np.float64)
+    ranked_unique = ranked_for(per_query, list(range(len(unique))))
+    combined = evaluate(records, records, [ranked_unique[slot[t]] for t in texts], rule, k)  # type: ignore[arg-type]
+    return FitResult(weights, combined.overall.map_official, baseline, per_member, trials, kind_weights)
+
+
+def with_weights(
+    config: EnsembleConfig,
+    weights: Sequence[float],
+    fit: dict[str, Any],
+    kind_weights: dict[str, Sequence[float]] | None = None,
+) -> EnsembleConfig:
+    """A copy with new member weights (and per-kind weights, as lists in member order) and the fit record."""
     members = [
         MemberConfig(m.name, m.model, float(w), m.index) for m, w in zip(config.members, weights, strict=True)
     ]
-    return EnsembleConfig(**{**config.__dict__, "members": members, "fit": fit})
+    by_kind = None
+    if kind_weights:
+        by_kind = {
+            kind: {m.name: float(x) for m, x in zip(config.members, w, strict=True)}
+            for kind, w in kind_weights.items()
+        }
+    return EnsembleConfig(**{**config.__dict__, "members": members, "fit": fit, "kind_weights": by_kind})

@@ -130,6 +130,17 @@ def fuse(normalized: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarr
     return out
 
 
+def fuse_per_query(normalized: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """Like `fuse`, with a weight row per query: `weights` [Q, M], each row summing to 1."""
+    weights = np.asarray(weights, dtype=np.float32)
+    out = np.zeros_like(np.asarray(normalized[0], dtype=np.float32))
+    for m, rows in enumerate(normalized):
+        column = weights[:, m]
+        if column.any():
+            out += column[:, None] * np.asarray(rows, dtype=np.float32)
+    return out
+
+
 def fuse_rows(
     rows: Sequence[np.ndarray], weights: Sequence[float], method: str, rrf_k: int = RRF_K
 ) -> np.ndarray:

@@ -86,6 +86,9 @@ class PixelCache:
         self.capacity = capacity
         self.misses = 0
 
+    def clear(self) -> None:
+        self._store.clear()
+
     def get(self, key: int) -> torch.Tensor:
         if key in self._store:
             self._store.move_to_end(key)

@@ -108,6 +108,7 @@ class ClipTask:
         self.cache = (
             TextFeatureCache(wrapped) if cfg.model.cache_text_features and self.trunk_frozen else None
         )
+        self.cache_file = cfg.model.text_cache_file
         self.loss_fn = ContrastiveLoss(
             cfg.loss.targets, cfg.loss.truncate_ratio, cfg.loss.truncate_start_step
         )
@@ -134,7 +135,7 @@ class ClipTask:
         """Fill the frozen-trunk cache for every caption the run will see (kept in run_dir for resume)."""
         if self.cache is None:
             return
-        cache_file = run_dir / "text_features.pt"
+        cache_file = Path(self.cache_file) if self.cache_file else run_dir / "text_features.pt"
         self.cache.load(cache_file)
         unique = list(dict.fromkeys(texts))
         todo = [t for t in unique if t not in self.cache.index]

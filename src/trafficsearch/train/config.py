@@ -30,6 +30,8 @@ class ModelConfig:
     lock_text: bool = True  # freeze the text trunk (the projection always trains)
     unlocked_text_layers: int = 0  # with lock_text: leave the last N trunk layers trainable
     cache_text_features: bool = True  # frozen trunk: compute pooled text features once per unique text
+    text_cache_file: str | None = None  # where those features are kept (default RUN_DIR/text_features.pt);
+    # runs sharing one file (an ablation) encode each caption once; a different trunk's file is ignored
 
 
 @dataclass
@@ -54,7 +56,7 @@ class DataConfig:
     root: str = "runs/demo/data"  # competition layout: ROOT/train, ROOT/val
     train_split: str = "train"
     val_split: str = "val"
-    transform: str = "pad"  # pad | openclip
+    transform: str = "pad"  # pad | openclip | stretch
     crop_scale: list[float] | None = None  # RandomResizedCrop area range near 1, e.g. [0.95, 1.0]; null: off
     crop_ratio: list[float] = field(default_factory=lambda: [0.75, 1.33])  # aspect range of the crop
     crop_interpolation: str = "bicubic"  # bicubic | bilinear | random (timm's per-image pick, seed ViT-H)
@@ -127,7 +129,7 @@ class Config:
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "data.transform": ("pad", "openclip"),
+    "data.transform": ("pad", "openclip", "stretch"),
     "data.crop_interpolation": ("bicubic", "bilinear", "random"),
     "model.family": ("clip", "blip"),
     "train.precision": ("auto", "fp32", "bf16", "fp16", "pure_bf16"),

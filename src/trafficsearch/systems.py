@@ -1,0 +1,304 @@
+"""Train, index and score whole retrieval systems on a prepared competition-layout root.
+
+The demo and benchmarks/ablation.py share this so their rows mean the same thing: each member is trained once
+(resuming), indexed once per split, ensembles are assembled by writing an ensemble.yaml that points at those
+indexes (nothing is encoded twice), and every system is scored by `score_system`: official metrics under both
+relevance rules plus a cold single-query latency.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trafficsearch.data.labels import read_labels
+from trafficsearch.data.layout import split
+from trafficsearch.data.records import Record
+
+RULES = ("equal", "contain")
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """A labelled gallery: its records are both the queries (their texts) and the gallery (their images)."""
+
+    name: str
+    records: list[Record]
+    images: Path
+    labels: Path
+
+
+def load_split_data(root: str | Path, name: str) -> SplitData:
+    sp = split(Path(root), name)
+    return SplitData(name, read_labels(sp.labels).records, sp.images, sp.labels)
+
+
+# -- members -------------------------------------------------------------------------------------------------
+def train_member(
+    config: str,
+    root: str | Path,
+    out: str | Path,
+    overrides: Sequence[str] = (),
+    seed: int = 0,
+    show_progress: bool = True,
+) -> Path:
+    """Train (or resume) a CLIP or BLIP member from a config name/path; returns its best checkpoint dir."""
+    from trafficsearch.train.config import load_config
+    from trafficsearch.train.loop import train
+
+    out = Path(out)
+    cfg = load_config(
+        config, [f"data.root={root}", f"train.output_dir={out}", f"train.seed={seed}", *overrides]
+    )
+    result = train(cfg, out, resume=(out / "last").is_dir(), show_progress=show_progress)
+    best = result.run_dir / "best"
+    return best if best.is_dir() else result.run_dir / "last"
+
+
+def train_attribute_member(
+    root: str | Path,
+    out: str | Path,
+    *,
+    epochs: int = 6,
+    seed: int = 0,
+    limit: int | None = None,
+    workers: int = 2,
+    show_progress: bool = True,
+) -> Path:
+    """Train (or resume) the attribute-recognition baseline; returns its checkpoint dir."""
+    from trafficsearch.train.attributes import AttributeTrainConfig, train_attributes
+
+    cfg = AttributeTrainConfig(
+        root=str(root), out=str(out), epochs=epochs, seed=seed, limit=limit, workers=workers
+    )
+    return train_attributes(cfg, progress=show_progress)
+
+
+class ModelCache:
+    """Loaded models by checkpoint path, each with one query-vector cache: a member is loaded once, and each
+    query text encoded once per model, however many systems (single, fused, re-ranked) use it."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        self.device = device
+        self.models: dict[str, Any] = {}
+        self.text_caches: dict[str, Any] = {}
+
+    def get(self, checkpoint: str | Path) -> Any:
+        from trafficsearch.search.ensemble import load_member_model
+
+        key = str(Path(checkpoint).resolve())
+        if key not in self.models:
+            self.models[key] = load_member_model(key, device=self.device)
+        return self.models[key]
+
+    def text_cache(self, checkpoint: str | Path) -> Any:
+        from trafficsearch.search.cache import TextCache
+
+        key = str(Path(checkpoint).resolve())
+        if key not in self.text_caches:
+            model = self.get(checkpoint)
+
+            def encode(texts: Sequence[str]) -> np.ndarray:
+                with torch.inference_mode():
+                    return model.encode_texts(list(texts)).float().cpu().numpy()
+
+            self.text_caches[key] = TextCache(encode)
+        return self.text_caches[key]
+
+
+def index_member(
+    checkpoint: str | Path,
+    data: SplitData,
+    out: str | Path,
+    models: ModelCache,
+    *,
+    workers: int = 2,
+    progress: bool = True,
+) -> Path:
+    """Index `data`'s gallery with one member (resumes finished shards); returns the index dir."""
+    from trafficsearch.index.build import build_index
+
+    checkpoint = Path(checkpoint).resolve()
+    build_index(
+        data.images,
+        out,
+        models.get(checkpoint),
+        model_spec=checkpoint,
+        labels=data.labels,
+        workers=workers,
+        progress=progress,
+    )
+    return Path(out)
+
+
+# -- systems -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MemberIndex:
+    """One member of a system: its checkpoint and its index over the split being searched."""
+
+    name: str
+    checkpoint: Path
+    index: Path
+    weight: float = 1.0
+
+
+def open_single(member: MemberIndex, models: ModelCache) -> Any:
+    from trafficsearch.search.engine import SearchEngine
+
+    engine = SearchEngine.open(member.index, model=models.get(member.checkpoint))
+    engine.cache = models.text_cache(member.checkpoint)
+    return engine
+
+
+def open_fused(
+    out: str | Path,
+    members: Sequence[MemberIndex],
+    models: ModelCache,
+    *,
+    normalization: str = "zscore",
+    route: str = "off",
+    rerank: str | Path | None = None,
+    rerank_k: int = 10,
+    rerank_form: str = "seed",
+    kind_weights: dict[str, Sequence[float]] | None = None,
+) -> Any:
+    """An ensemble engine over existing member indexes: OUT/ensemble.yaml points at them, then it is opened.
+
+    `rerank` is a BLIP checkpoint whose ITM head re-scores the fused top `rerank_k` (when searched with
+    rerank=True).
+    """
+    from trafficsearch.search.ensemble import (
+        ENSEMBLE_FILE,
+        EnsembleConfig,
+        MemberConfig,
+        RerankConfig,
+        open_ensemble_engine,
+        save_ensemble,
+    )
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = EnsembleConfig(
+        name=out.name,
+        members=[
+            MemberConfig(
+                m.name, str(Path(m.checkpoint).resolve()), float(m.weight), str(Path(m.index).resolve())
+            )
+            for m in members
+        ],
+        normalization=normalization,
+        route=route,
+        kind_weights=(
+            {k: {m.name: float(x) for m, x in zip(members, w, strict=True)} for k, w in kind_weights.items()}
+            if kind_weights
+            else None
+        ),
+        rerank=(
+            None
+            if rerank is None
+            else RerankConfig(str(Path(rerank).resolve()), k=rerank_k, form=rerank_form)
+        ),
+    )
+    save_ensemble(config, out / ENSEMBLE_FILE)
+    loaded = {str(Path(m.checkpoint).resolve()): models.get(m.checkpoint) for m in members}
+    if rerank is not None:
+        loaded[str(Path(rerank).resolve())] = models.get(rerank)
+    engine = open_ensemble_engine(out, models=loaded)
+    for member, spec in zip(engine.model.members, members, strict=True):
+        member.cache = models.text_cache(spec.checkpoint)
+    return engine
+
+
+def fit_fusion(
+    out: str | Path,
+    members: Sequence[MemberIndex],
+    models: ModelCache,
+    dev: SplitData,
+    *,
+    normalization: str = "zscore",
+    grid: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0),
+    by_kind: bool = True,
+) -> Any:
+    """Fusion weights fitted on a held-out split (`members` indexed over `dev`): an ensemble FitResult."""
+    from trafficsearch.search.ensemble import fit_weights
+
+    engine = open_fused(out, members, models, normalization=normalization)
+    return fit_weights(engine, dev.records, grid=grid, rounds=2, by_kind=by_kind)
+
+
+def clear_caches(engine: Any) -> None:
+    """Forget cached query vectors and candidate pixels, so the next search pays its full cost."""
+    engine.cache.clear()
+    for member in getattr(engine.model, "members", []):
+        member.cache.clear()
+    for stage in engine.rerank_stages:
+        pixels = getattr(stage, "pixels", None)
+        if pixels is not None:
+            pixels.clear()
+
+
+def query_latency_ms(
+    engine: Any, texts: Sequence[str], *, rerank: bool = False, route: str | None = None
+) -> dict[str, float]:
+    """Cold single-query latency (text encoding + search + re-ranking): p50 and mean over `texts` in ms."""
+    times = []
+    for text in texts:
+        clear_caches(engine)
+        start = time.perf_counter()
+        engine.search([text], k=10, rerank=rerank, route=route)
+        times.append((time.perf_counter() - start) * 1000.0)
+    clear_caches(engine)
+    return {"p50": float(np.median(times)), "mean": float(np.mean(times))} if times else {}
+
+
+def latency_texts(data: SplitData, n: int) -> list[str]:
+    """`n` distinct query texts spread evenly over the split (fixed, so every system times the same ones)."""
+    unique = list(dict.fromkeys(r.text for r in data.records))
+    if n >= len(unique):
+        return unique
+    step = len(unique) / n
+    return [unique[int(i * step)] for i in range(n)]
+
+
+def score_ranking(
+    system: str, data: SplitData, ranked: Sequence[Sequence[str]], extra: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """One row per relevance rule: the split's records judged against a ranked name list per record."""
+    from trafficsearch.eval.metrics import evaluate
+
+    rows = []
+    for rule in RULES:
+        result = evaluate(data.records, data.records, ranked, rule=rule)
+        rows.append({"split": data.name, "system": system, "rule": rule, **result.to_dict(), **(extra or {})})
+    return rows
+
+
+def score_system(
+    system: str,
+    engine: Any,
+    data: SplitData,
+    *,
+    rerank: bool = False,
+    route: str | None = None,
+    latency_queries: int = 0,
+) -> tuple[list[dict[str, Any]], list[list[Any]]]:
+    """(rows for both rules, hits): every record's text searched over the split's gallery.
+
+    With `latency_queries` > 0 the rows carry `latency_ms` (cold single queries, measured first).
+    """
+    extra: dict[str, Any] = {}
+    if latency_queries:
+        extra["latency_ms"] = query_latency_ms(
+            engine, latency_texts(data, latency_queries), rerank=rerank, route=route
+        )
+    start = time.perf_counter()
+    hits = engine.search([r.text for r in data.records], k=10, rerank=rerank, route=route)
+    extra["search_s"] = round(time.perf_counter() - start, 2)
+    ranked = [[h.name for h in row] for row in hits]
+    return score_ranking(system, data, ranked, extra), hits

@@ -1,0 +1,130 @@
+"""Systems built from member indexes: an ensemble over existing indexes, cold latency, and the comparison the
+demo prints (full system vs the best single model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trafficsearch.data.labels import write_labels
+from trafficsearch.data.records import Record, VehicleAttributes
+from trafficsearch.demo import FULL_SYSTEM, compare_with_best_single
+from trafficsearch.index.testing import ColorModel, make_color_gallery
+from trafficsearch.search import fusion
+from trafficsearch.systems import (
+    MemberIndex,
+    ModelCache,
+    SplitData,
+    clear_caches,
+    index_member,
+    latency_texts,
+    open_fused,
+    open_single,
+    score_system,
+)
+
+torch.set_num_threads(1)
+COLORS = ["red", "green", "blue", "yellow", "orange", "purple", "white", "black"]
+
+
+@pytest.fixture(scope="module")
+def split_data(tmp_path_factory: pytest.TempPathFactory) -> SplitData:
+    root = tmp_path_factory.mktemp("systems")
+    names = {f"v{i:02d}.jpg": COLORS[i % len(COLORS)] for i in range(16)}
+    make_color_gallery(root / "images", names)
+    records = [
+        Record(n, "vehicle", f"{c} Audi.", f"This is a {c} Audi.", vehicle=VehicleAttributes(c, "Audi"))
+        for n, c in names.items()
+    ]
+    write_labels(records, root / "labels.txt")
+    return SplitData("val", records, root / "images", root / "labels.txt")
+
+
+@pytest.fixture(scope="module")
+def members(split_data: SplitData, tmp_path_factory: pytest.TempPathFactory) -> tuple[list, ModelCache]:
+    root = tmp_path_factory.mktemp("members")
+    models = ModelCache()
+    out = []
+    for name, variant in (("a", 0), ("b", 2)):
+        checkpoint = root / f"ckpt-{name}"  # a path key: the cache hands out the in-memory model
+        models.models[str(checkpoint.resolve())] = ColorModel(variant)
+        index = index_member(checkpoint, split_data, root / "index" / name, models, workers=0, progress=False)
+        out.append(MemberIndex(name, checkpoint, index, weight=1.0 + variant))
+    return out, models
+
+
+def test_fused_engine_over_existing_indexes_ranks_by_the_fused_scores(
+    split_data: SplitData, members: tuple[list, ModelCache], tmp_path: Path
+) -> None:
+    indexes, models = members
+    engine = open_fused(tmp_path / "ens", indexes, models, normalization="zscore")
+    assert (tmp_path / "ens" / "ensemble.yaml").is_file()
+    assert not (tmp_path / "ens" / "members").exists()  # nothing re-encoded: the yaml points at the indexes
+    text = "This is a blue Audi."
+    rows = []
+    for member in indexes:
+        single = open_single(member, models)
+        vectors = np.asarray(single.data.vectors, dtype=np.float32)
+        rows.append(models.get(member.checkpoint).encode_texts([text]).numpy() @ vectors.T)
+    fused = fusion.fuse_rows(rows, [1.0, 3.0], "zscore")[0]
+    expected = [
+        open_single(indexes[0], models).data.metadata.names[i] for i in np.argsort(-fused, kind="stable")
+    ]
+    got = [h.name for h in engine.search([text], k=16)[0]]
+    assert got[:4] == expected[:4]
+    # one query-vector cache per model, shared by the single engine and the fused one: encoded once
+    single = open_single(indexes[0], models)
+    assert single.cache is engine.model.members[0].cache
+    calls = models.get(indexes[0].checkpoint).text_calls
+    single.search([text], k=3)
+    assert models.get(indexes[0].checkpoint).text_calls == calls
+
+
+def test_score_system_rows_latency_and_cold_caches(
+    split_data: SplitData, members: tuple[list, ModelCache], tmp_path: Path
+) -> None:
+    indexes, models = members
+    engine = open_fused(tmp_path / "ens", indexes, models, normalization="l2")
+    rows, ranked = score_system("fusion", engine, split_data, latency_queries=3)
+    assert [r["rule"] for r in rows] == ["equal", "contain"]
+    assert len(ranked) == len(split_data.records) and all(len(r) == 10 for r in ranked)
+    for row in rows:
+        assert row["overall"]["n_queries"] == 16 and row["latency_ms"]["p50"] > 0
+    # colour models find the right colour: every query's top hit is relevant
+    assert rows[0]["overall"]["recall"]["1"] == 1.0
+    assert len(latency_texts(split_data, 3)) == 3 and len(set(latency_texts(split_data, 3))) == 3
+    assert len(engine.model.members[0].cache) > 0  # the full search cached its query vectors
+    clear_caches(engine)
+    assert all(len(m.cache) == 0 for m in engine.model.members) and len(engine.cache) == 0
+
+
+def _row(split: str, system: str, rule: str, map_official: float, map_at_k: float) -> dict:
+    return {
+        "split": split,
+        "system": system,
+        "rule": rule,
+        "overall": {"map_official": map_official, "map_at_k": map_at_k},
+    }
+
+
+def test_comparison_picks_the_best_single_model_per_split() -> None:
+    rows = []
+    for rule in ("equal", "contain"):
+        rows += [
+            _row("val", "clip", rule, 0.20, 0.10),
+            _row("val", "blip", rule, 0.25, 0.08),  # higher official mAP, lower mAP/min(R,10)
+            _row("val", "fusion (zscore)", rule, 0.26, 0.12),
+            _row("val", FULL_SYSTEM, rule, 0.30, 0.15),
+        ]
+    out = compare_with_best_single(rows, ["clip", "blip"])
+    assert out["val"]["best_single"] == "clip"  # chosen on mAP/min(R,10)
+    assert out["val"]["system"] == FULL_SYSTEM
+    assert out["val"]["map_official_equal_points"] == pytest.approx(10.0)
+    assert out["val"]["map_at_k_equal_points"] == pytest.approx(5.0)
+    assert out["val"]["map_at_k_equal_relative"] == pytest.approx(0.5)
+    # without a re-ranked system the fusion is compared
+    fusion_only = [r for r in rows if r["system"] != FULL_SYSTEM]
+    assert compare_with_best_single(fusion_only, ["clip", "blip"])["val"]["system"] == "fusion (zscore)"
