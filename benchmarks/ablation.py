@@ -25,7 +25,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from trafficsearch.ioutil import atomic_write_json, atomic_write_text
 from trafficsearch.systems import (
     MemberIndex,
     ModelCache,
+    fit_fusion,
     index_member,
     load_split_data,
     open_fused,
@@ -75,6 +76,17 @@ FULL = Sizes(
     train=9000, val=None, test=2000, epochs=7, val_per_epoch=2500, blip_epochs=3, attribute_epochs=6,
     latency_queries=50,
 )  # fmt: skip
+
+TINY = Sizes(
+    train=200,
+    val=120,
+    test=60,
+    epochs=1,
+    val_per_epoch=60,
+    blip_epochs=1,
+    attribute_epochs=1,
+    latency_queries=3,
+)  # fmt: skip  (--tiny: a smoke run of every row in a few minutes; its numbers mean nothing)
 
 # step: (what it is, its overrides in the plain baseline, its overrides in the full recipe)
 STEPS: dict[str, tuple[str, list[str], list[str]]] = {
@@ -154,9 +166,10 @@ class Ablation:
         self.rows_dir = work / "rows"
         self.rows_dir.mkdir(parents=True, exist_ok=True)
         self.root = prepare_data(
-            work, DemoPlan(train=sizes.train, val=sizes.val, test=sizes.test, noise=0.05, seed=0)
+            work, DemoPlan(train=sizes.train, val=sizes.val, test=sizes.test, noise=0.05, seed=0, dev=1500)
         )
         self.splits = [load_split_data(self.root, name) for name in SPLITS]
+        self.dev = load_split_data(work / "dev-data", "val")  # fusion weights are fitted here, never on val
         self.members = ModelCache()
         self.rows: list[Row] = []
 
@@ -222,6 +235,29 @@ class Ablation:
                     full[f"clip-s{seed}"] = self.work / "runs" / f"full-s{seed}"
         return {name: _best(path) for name, path in full.items()}
 
+    def fit_on_dev(self, checkpoints: dict[str, Path]) -> dict[str, Any]:
+        """Fusion weights fitted on the held-out synthetic dev split: one set ("all"), per kind ("kind")."""
+        from types import SimpleNamespace
+
+        path = self.work / "fits.json"
+        if path.is_file():
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            return {k: SimpleNamespace(**v) for k, v in saved.items()}
+        dev = replace(self.dev, name="dev")
+        members = [
+            index_member(ckpt, dev, self.work / "index" / name.replace(" ", "-") / "dev", self.members)
+            for name, ckpt in checkpoints.items()
+        ]
+        indexed = [MemberIndex(n, c, i) for (n, c), i in zip(checkpoints.items(), members, strict=True)]
+        out = self.work / "ensembles" / "fit-dev"
+        fit = fit_fusion(out, indexed, self.members, dev, by_kind=True)  # fits one set first, then per kind
+        records = {
+            "all": {**_fit_record(fit), "kind_weights": None, "dev_map_official": None},
+            "kind": _fit_record(fit),
+        }
+        atomic_write_json(path, records)
+        return {k: SimpleNamespace(**v) for k, v in records.items()}
+
     def systems(self, clip: dict[str, Path]) -> None:
         """Single members, fusion per normalisation, fusion + re-ranking, routing, the attribute baseline."""
         start = time.perf_counter()
@@ -248,57 +284,75 @@ class Ablation:
             name: self.index_all(name.replace(" ", "-"), ckpt, self.members)
             for name, ckpt in checkpoints.items()
         }
-        single_labels = {
+        singles = {
+            **{f"CLIP {n}": (n, f"CLIP full recipe, seed {n[-1]} (single model)", 0.0) for n in names},
             "BLIP ITC": ("blip", "BLIP-small ITC (single model)", blip_s),
             "attributes": ("attributes", "attribute-recognition baseline (3rd-place approach)", attr_s),
         }
-        for name, (key, label, seconds) in single_labels.items():
+        for name, (key, label, seconds) in singles.items():
             if self.done(key) is None:
                 self.console.rule(f"[bold]{label}")
                 engines = {s: open_single(indexes[name][s], self.members) for s in SPLITS}
                 row = Row(key, "members", label, [0], [self.score_all(label, engines)], round(seconds, 1))
                 self.keep(row)
 
+        all_members = list(checkpoints)
+        fits = self.fit_on_dev(checkpoints)
+
         def fused(
-            tag: str, members: list[str], normalization: str, rerank: bool, form: str = "seed"
+            tag: str,
+            members: list[str],
+            normalization: str = "zscore",
+            rerank: bool = False,
+            form: str = "seed",
+            fit: str | None = None,
         ) -> dict[str, Any]:
+            weights = fits[fit].weights if fit else [1.0] * len(members)
+            kind_weights = fits[fit].kind_weights if fit else None
             return {
                 s: open_fused(
                     self.work / "ensembles" / tag / s,
-                    [indexes[m][s] for m in members],
+                    [replace(indexes[m][s], weight=w) for m, w in zip(members, weights, strict=True)],
                     self.members,
                     normalization=normalization,
                     rerank=blip if rerank else None,
                     rerank_form=form,
+                    kind_weights=kind_weights,
                 )
                 for s in SPLITS
             }
 
-        all_members = list(checkpoints)
         plans: list[tuple[str, str, Callable[[], dict[str, Any]], dict[str, Any]]] = []
         for norm in ("l2", "zscore", "minmax", "rrf"):
-            plans.append(
-                (
-                    f"fusion-{norm}",
-                    f"fusion of 4, {norm} normalisation",
-                    lambda n=norm: fused(f"fusion-{n}", all_members, n, False),
-                    {},
-                )
-            )
-        plans.append(
+            label = f"fusion of 4, equal weights, {norm}" + (" (the seed's fusion)" if norm == "l2" else "")
+            plans.append((f"fusion-{norm}", label, lambda n=norm: fused(f"fusion-{n}", all_members, n), {}))
+        plans += [
             (
-                "fusion-no-attributes",
-                "fusion of 3 (no attribute model), zscore",
-                lambda: fused("fusion-3", all_members[:3], "zscore", False),
+                "fusion-3",
+                "fusion of 3 (no attribute model), equal weights, zscore",
+                lambda: fused("fusion-3", all_members[:3]),
                 {},
-            )
-        )
+            ),
+            (
+                "fusion-fit",
+                "fusion of 4, zscore, weights fitted on dev",
+                lambda: fused("fusion-fit", all_members, fit="all"),
+                {},
+            ),
+            (
+                "fusion-fit-kind",
+                "fusion of 4, zscore, weights fitted on dev per query kind",
+                lambda: fused("fusion-fit-kind", all_members, fit="kind"),
+                {},
+            ),
+        ]
         for form in ("seed", "itm_prob", "weighted"):
             plans.append(
                 (
                     f"rerank-{form}",
-                    f"fusion (zscore) + ITM re-rank top 10, {form} form",
-                    lambda f=form: fused(f"rerank-{f}", all_members, "zscore", True, f),
+                    f"fusion per kind + ITM re-rank top 10, {form} form"
+                    + (" (full system)" if form == "seed" else ""),
+                    lambda f=form: fused(f"rerank-{f}", all_members, rerank=True, form=f, fit="kind"),
                     {"rerank": True},
                 )
             )
@@ -306,7 +360,7 @@ class Ablation:
             (
                 "clip+rerank",
                 "CLIP seed 0 + ITM re-rank top 10 (seed form)",
-                lambda: fused("clip-rerank", all_members[:1], "zscore", True),
+                lambda: fused("clip-rerank", all_members[:1], rerank=True),
                 {"rerank": True},
             )
         )
@@ -314,8 +368,8 @@ class Ablation:
             plans.append(
                 (
                     f"route-{route}",
-                    f"fusion + re-rank + kind routing ({route})",
-                    lambda: fused("rerank-seed", all_members, "zscore", True),
+                    f"full system + kind routing ({route})",
+                    lambda: fused("rerank-seed", all_members, rerank=True, fit="kind"),
                     {"rerank": True, "route": route},
                 )
             )
@@ -334,6 +388,16 @@ class Ablation:
                     "random ranking", data, random_ranking(data.records, len(data.records), 10, seed=0)
                 )
             self.keep(Row("random", "floor", "random ranking", [0], [rows]))
+
+
+def _fit_record(fit: Any) -> dict[str, Any]:
+    return {
+        "weights": fit.weights,
+        "kind_weights": fit.kind_weights,
+        "dev_map_official": fit.map_official,
+        "dev_baseline": fit.baseline,
+        "dev_per_member": fit.per_member,
+    }
 
 
 def _best(run: Path) -> Path:
@@ -425,10 +489,11 @@ def report(ab: Ablation, total_s: float) -> None:
     md = [f"# Ablation ({ab.mode})", "", desc, ""]
     md.append(markdown(by_split["val"], "val (real labels rendered), x100"))
     md.append(markdown(by_split["test"], "test-style split, x100"))
-    RESULTS.mkdir(exist_ok=True)
-    atomic_write_text(RESULTS / f"{name}.md", "\n".join(md))
+    results, docs = (ab.work, ab.work) if ab.mode == "tiny" else (RESULTS, DOCS)
+    results.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(results / f"{name}.md", "\n".join(md))
     atomic_write_json(
-        RESULTS / f"{name}.json",
+        results / f"{name}.json",
         {
             "mode": ab.mode,
             "sizes": asdict(sizes),
@@ -439,7 +504,7 @@ def report(ab: Ablation, total_s: float) -> None:
             "rows": [asdict(r) for r in rows],
         },
     )
-    bar_chart(by_split["val"], DOCS / f"{name}.png", f"ablation ({ab.mode}): val, real labels rendered")
+    bar_chart(by_split["val"], docs / f"{name}.png", f"ablation ({ab.mode}): val, real labels rendered")
     table = Table(title=desc, title_justify="left")
     for header in ["row", *[c[0] for c in COLUMNS], "ms/query"]:
         table.add_column(header, justify="left" if header == "row" else "right")
@@ -450,23 +515,24 @@ def report(ab: Ablation, total_s: float) -> None:
         cells.append("-" if s["ms/query"] is None else f"{s['ms/query']:.1f}")
         table.add_row(*cells)
     ab.console.print(table)
-    ab.console.print(f"wrote {RESULTS / name}.md, .json and {DOCS / name}.png")
+    ab.console.print(f"wrote {results / name}.md, .json and {docs / name}.png")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="Smaller sizes: fits the 90-minute CI budget.")
+    parser.add_argument("--tiny", action="store_true", help="Smoke run of every row on tiny sizes.")
     parser.add_argument("--seeds", type=int, default=3, help="Seeds of the key rows (plain, full recipe).")
     parser.add_argument("--work", type=Path, default=None, help="Work folder (default runs/ablation-MODE).")
     parser.add_argument(
         "--stage", choices=("recipe", "all"), default="all", help="recipe: only the recipe rows (no report)."
     )
     args = parser.parse_args()
-    mode = "quick" if args.quick else "full"
+    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     console = Console(width=140)
     work = args.work or Path("runs") / f"ablation-{mode}"
     start = time.perf_counter()
-    ab = Ablation(work, QUICK if args.quick else FULL, mode, args.seeds, console)
+    ab = Ablation(work, {"tiny": TINY, "quick": QUICK, "full": FULL}[mode], mode, args.seeds, console)
     clip = ab.recipe()
     if args.stage == "recipe":
         return

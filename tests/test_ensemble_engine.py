@@ -206,3 +206,17 @@ def test_members_over_different_galleries_are_refused(built: Path, tmp_path: Pat
     assert config.name == "two-colours"
     with pytest.raises(IndexError_, match="different set of images"):
         open_ensemble_engine(tmp_path / "ens", models=MODELS)
+
+
+def test_large_gallery_path_without_float32_copy_gives_the_same_order(
+    built: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trafficsearch.search import ensemble
+
+    texts = ["red Audi.", "blue Audi.", "white Audi."]
+    small = open_ensemble_engine(built / "idx", models=MODELS)
+    expected = [[h.name for h in row] for row in small.search(texts, k=8)]
+    monkeypatch.setattr(ensemble, "_FLOAT32_COPY_MAX", 0)
+    large = open_ensemble_engine(built / "idx", models=MODELS)
+    assert all(m._vectors32 is None for m in large.first_stage.members)  # type: ignore[union-attr]
+    assert [[h.name for h in row] for row in large.search(texts, k=8)] == expected

@@ -90,8 +90,11 @@ def test_real_tiny_blip_itm_scores_through_the_stage(color_index: Path) -> None:
     stage = ItmRerankStage(blip, engine.data, k=4, form="seed")
     cand = engine.candidates(["A red car."], 6)[0]
     out = stage(["A red car."], [cand])[0]
-    pixels = torch.stack([stage.pixels.get(int(r)) for r in cand.rows[:4]])
+    assert stage.uses_tokens  # BLIP's ViT tokens are what the stage caches per image
+    pixels = torch.stack([stage._load_row(int(r)) for r in cand.rows[:4]])
     logits = blip.itm_scores(["A red car."] * 4, pixels).numpy()
+    cached = torch.stack([stage.pixels.get(int(r)) for r in cand.rows[:4]])
+    torch.testing.assert_close(cached, blip.itm_image_tokens(pixels))
     expected = combine(cand.scores[:4], logits, "seed")
     order = np.argsort(-expected, kind="stable")
     assert out.rows[:4].tolist() == cand.rows[:4][order].tolist()
@@ -112,3 +115,20 @@ def test_packaged_tiny_ensemble_end_to_end(tmp_path: Path) -> None:
     assert len(plain) == len(reranked) == 12
     assert {h.name for h in reranked[:10]} == {h.name for h in plain[:10]}  # block: ITM reorders the 10 only
     assert [h.name for h in reranked[10:]] == [h.name for h in plain[10:]]
+
+
+def test_many_queries_rerank_in_cache_sized_passes_with_the_same_result(color_index: Path) -> None:
+    """More candidates than the token cache holds: queries go in passes, each pass's images stay cached."""
+    from trafficsearch.models.blip import create_blip
+
+    blip = create_blip("blip-tiny", seed=0).eval()
+    engine = SearchEngine.open(color_index, model=ColorModel())
+    texts = ["A red car.", "A blue car.", "A green car.", "A purple car."]
+    cands = engine.candidates(texts, 6)
+    roomy = ItmRerankStage(blip, engine.data, k=4, form="seed")
+    tight = ItmRerankStage(blip, engine.data, k=4, form="seed", cache_size=8)  # one query per pass
+    assert tight.chunk == 1 and roomy.chunk > len(texts)
+    for a, b in zip(roomy(texts, cands), tight(texts, cands), strict=True):
+        assert a.rows.tolist() == b.rows.tolist()
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+    assert len(tight.pixels._store) <= 8

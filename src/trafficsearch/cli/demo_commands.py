@@ -18,10 +18,19 @@ def demo(
     test: Annotated[int | None, typer.Option(help="Synthetic test-style images (0 to skip).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs (overrides the config).")] = None,
     config: Annotated[str | None, typer.Option(help="Training config file or packaged name.")] = None,
+    ensemble: Annotated[
+        bool,
+        typer.Option(
+            "--ensemble/--single",
+            help="Train BLIP-small and the attribute baseline too and score fusion + ITM re-ranking "
+            "(default), or only the CLIP default model.",
+        ),
+    ] = True,
     seed: Annotated[int, typer.Option(help="Seed for data and training.")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes for rendering and encoding.")] = 2,
 ) -> None:
-    """Generate data, train the default model, index the val gallery, and print scores beside random."""
+    """Generate data, train the members, index, and print single models, fusion and fusion + ITM re-ranking
+    beside random, with the full system compared to the best single model."""
     from dataclasses import replace
 
     from trafficsearch.demo import DemoPlan, run_demo
@@ -29,6 +38,8 @@ def demo(
     plan = DemoPlan.fast() if fast else DemoPlan()
     changes = {"train": train, "val": val, "test": test, "epochs": epochs, "config": config}
     plan = replace(plan, seed=seed, workers=workers, **{k: v for k, v in changes.items() if v is not None})
+    if not ensemble:
+        plan = replace(plan, blip_config=None, attributes=False)
     run_demo(work, plan)
 
 

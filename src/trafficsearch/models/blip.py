@@ -227,11 +227,39 @@ class BlipRetrieval(nn.Module, RetrievalModel):
             raise ValueError(
                 f"itm_scores pairs text i with image i: got {len(texts)} texts, {pixels.shape[0]} images"
             )
+        return self.itm_scores_tokens(
+            texts, self.itm_image_tokens(pixels, batch_size=batch_size), batch_size=batch_size,
+            probabilities=probabilities,
+        )  # fmt: skip
+
+    def itm_image_tokens(self, pixels: torch.Tensor, *, batch_size: int = 64) -> torch.Tensor:
+        """[B,3,S,S] -> the ViT tokens ITM attends to, [B,T,W] on the CPU. Re-ranking caches them per gallery
+        image: the ViT is then paid once per image, not once per (query, candidate) pair."""
+        out = []
+        with _eval(self), torch.no_grad():
+            for chunk in torch.split(pixels, batch_size):
+                out.append(self.image_tokens(chunk.to(self.device, torch.float32)).float().cpu())
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def itm_scores_tokens(
+        self,
+        texts: Sequence[str],
+        image_tokens: torch.Tensor,
+        *,
+        batch_size: int = 32,
+        probabilities: bool = False,
+    ) -> torch.Tensor:
+        """`itm_scores` from precomputed `itm_image_tokens`: text i with image i -> [N] float32."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if len(texts) != int(image_tokens.shape[0]):
+            raise ValueError(
+                f"ITM pairs text i with image i: got {len(texts)} texts, {image_tokens.shape[0]} images"
+            )
         out = []
         with _eval(self), torch.no_grad():
             for start in range(0, len(texts), batch_size):
                 tok = self.tokenizer(texts[start : start + batch_size]).to(self.device)
-                tokens = self.image_tokens(pixels[start : start + batch_size].to(self.device, torch.float32))
+                tokens = image_tokens[start : start + batch_size].to(self.device, torch.float32)
                 logits = self.itm_logits(tok.input_ids, tok.attention_mask, tokens).float()
                 out.append((logits.softmax(-1)[:, 1] if probabilities else logits[:, 1]).cpu())
         return torch.cat(out) if out else torch.zeros(0)

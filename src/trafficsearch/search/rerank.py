@@ -78,7 +78,8 @@ def merge_reranked(candidates: Candidates, new_scores: np.ndarray, merge: str = 
 
 
 class PixelCache:
-    """Candidate pixels per image id (LRU): repeated queries re-rank the same few images."""
+    """What the scorer needs per candidate image (pixels, or ViT tokens), by gallery row (LRU): repeated
+    queries re-rank the same few images."""
 
     def __init__(self, load: Callable[[int], torch.Tensor], capacity: int = 4096) -> None:
         self._load = load
@@ -88,6 +89,15 @@ class PixelCache:
 
     def clear(self) -> None:
         self._store.clear()
+
+    def __contains__(self, key: int) -> bool:
+        return key in self._store
+
+    def put(self, key: int, value: torch.Tensor) -> None:
+        self.misses += 1
+        self._store[key] = value
+        while len(self._store) > self.capacity:
+            self._store.popitem(last=False)
 
     def get(self, key: int) -> torch.Tensor:
         if key in self._store:
@@ -129,7 +139,23 @@ class ItmRerankStage:
         self.form, self.a, self.b, self.merge = form, float(a), float(b), merge
         self.batch_size = batch_size
         self._transform = model.image_transform()
-        self.pixels = PixelCache(self._load_row, cache_size)
+        # a scorer that takes ViT tokens (BlipRetrieval) gets them cached per image; others get pixels
+        self.uses_tokens = hasattr(model, "itm_image_tokens") and hasattr(model, "itm_scores_tokens")
+        self.pixels = PixelCache(self._load_features, cache_size)
+        self.chunk = max(1, cache_size // (2 * self.k))  # queries per pass: their candidates stay cached
+
+    def _load_features(self, row: int) -> torch.Tensor:
+        pixels = self._load_row(row)
+        return self.model.itm_image_tokens(pixels[None])[0] if self.uses_tokens else pixels
+
+    def _features(self, rows: list[int]) -> torch.Tensor:
+        """Stacked cached inputs for `rows`; missing images are decoded and (tokens) encoded in one batch."""
+        missing = [r for r in dict.fromkeys(rows) if r not in self.pixels]
+        if missing and self.uses_tokens:
+            tokens = self.model.itm_image_tokens(torch.stack([self._load_row(r) for r in missing]))
+            for row, value in zip(missing, tokens, strict=True):
+                self.pixels.put(row, value)
+        return torch.stack([self.pixels.get(r) for r in rows])
 
     def _load_row(self, row: int) -> torch.Tensor:
         path = Path(self.data.gallery_root) / self.data.metadata.paths[row]
@@ -144,25 +170,37 @@ class ItmRerankStage:
     def __call__(self, texts: Sequence[str], candidates: list[Candidates]) -> list[Candidates]:
         """Re-rank every query's head; repeated (text, head) pairs are scored once (query files repeat)."""
         keys = [(t, c.rows[: self.k].tobytes()) for t, c in zip(texts, candidates, strict=True)]
-        unique = {key: i for i, key in reversed(list(enumerate(keys)))}  # first position of each key
+        unique = list({key: i for i, key in reversed(list(enumerate(keys)))}.items())  # first position
+        done: dict[tuple[str, bytes], Candidates] = {}
+        for start in range(0, len(unique), self.chunk):
+            done.update(self._rerank(unique[start : start + self.chunk], candidates))
+        return [done[key] for key in keys]
+
+    def _rerank(
+        self, unique: list[tuple[tuple[str, bytes], int]], candidates: list[Candidates]
+    ) -> dict[tuple[str, bytes], Candidates]:
         pairs_text: list[str] = []
-        pixels: list[torch.Tensor] = []
-        for key, i in unique.items():
+        rows: list[int] = []
+        for key, i in unique:
             for row in candidates[i].rows[: self.k].tolist():
                 pairs_text.append(key[0])
-                pixels.append(self.pixels.get(int(row)))
+                rows.append(int(row))
         if not pairs_text:
-            return candidates
-        itm = self.model.itm_scores(
-            pairs_text,
-            torch.stack(pixels),
-            batch_size=self.batch_size,
-            probabilities=self.form == "itm_prob",
-        )
+            return {key: candidates[i] for key, i in unique}
+        features = self._features(rows)
+        probabilities = self.form == "itm_prob"
+        if self.uses_tokens:
+            itm = self.model.itm_scores_tokens(  # type: ignore[attr-defined]
+                pairs_text, features, batch_size=self.batch_size, probabilities=probabilities
+            )
+        else:
+            itm = self.model.itm_scores(
+                pairs_text, features, batch_size=self.batch_size, probabilities=probabilities
+            )
         itm_np = np.asarray(itm.detach().float().cpu().numpy(), dtype=np.float32)
         done: dict[tuple[str, bytes], Candidates] = {}
         start = 0
-        for key, i in unique.items():
+        for key, i in unique:
             cand = candidates[i]
             n = min(self.k, len(cand.rows))
             part, start = itm_np[start : start + n], start + n
@@ -173,4 +211,4 @@ class ItmRerankStage:
                     cand, combine(cand.scores[:n], part, self.form, self.a, self.b), self.merge
                 )
             )
-        return [done[key] for key in keys]
+        return done
