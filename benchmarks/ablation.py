@@ -475,6 +475,38 @@ def bar_chart(summary: list[dict[str, Any]], path: Path, title: str) -> None:
     tmp.replace(path)
 
 
+FULL_SYSTEM_KEY = "rerank-seed"
+
+
+def targets(by_split: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The issue's targets, per split: full system vs the plain baseline (relative, mAP/min(R,10)) and vs
+    the best single model (points), plus what re-ranking adds to the cold single-query latency."""
+    lines = []
+    metric = "mAP/min(R,10)"
+    for split, summary in by_split.items():
+        rows = {s["key"]: s for s in summary}
+        full, plain = rows.get(FULL_SYSTEM_KEY), rows.get("plain")
+        singles = [s for s in summary if s["group"] == "members"]
+        if not full or not plain or not singles or full[metric] is None:
+            continue
+        best = max(singles, key=lambda s: s[metric] or 0.0)
+        relative = 100 * (full[metric] / plain[metric] - 1) if plain[metric] else float("nan")
+        lines.append(
+            f"{split}: full system {full[metric]:.2f} vs plain baseline {plain[metric]:.2f} "
+            f"({relative:+.1f}% relative; target +15%); vs the best single model ({best['label']}, "
+            f"{best[metric]:.2f}): {full[metric] - best[metric]:+.2f} points (target +2); official mAP@10 "
+            f"{full['mAP@10 equal']:.2f} vs {best['mAP@10 equal']:.2f}"
+        )
+        fused = rows.get("fusion-fit-kind")
+        if fused and fused["ms/query"] and full["ms/query"]:
+            lines.append(
+                f"{split}: re-ranking adds {full['ms/query'] - fused['ms/query']:+.1f} ms to the cold "
+                f"single-query "
+                f"p50 ({fused['ms/query']:.1f} -> {full['ms/query']:.1f}; target <= 50)"
+            )
+    return lines
+
+
 def report(ab: Ablation, total_s: float) -> None:
     order = {"recipe": 0, "members": 1, "system": 2, "floor": 3}
     rows = sorted(ab.rows, key=lambda r: order[r.group])
@@ -489,6 +521,8 @@ def report(ab: Ablation, total_s: float) -> None:
     md = [f"# Ablation ({ab.mode})", "", desc, ""]
     md.append(markdown(by_split["val"], "val (real labels rendered), x100"))
     md.append(markdown(by_split["test"], "test-style split, x100"))
+    target_lines = targets(by_split)
+    md += ["**Targets** (measured, not asserted)", "", *[f"- {line}" for line in target_lines], ""]
     results, docs = (ab.work, ab.work) if ab.mode == "tiny" else (RESULTS, DOCS)
     results.mkdir(parents=True, exist_ok=True)
     atomic_write_text(results / f"{name}.md", "\n".join(md))
@@ -501,6 +535,7 @@ def report(ab: Ablation, total_s: float) -> None:
             "total_s": round(total_s, 1),
             "machine": machine_info(),
             "summary": by_split,
+            "targets": target_lines,
             "rows": [asdict(r) for r in rows],
         },
     )

@@ -38,6 +38,9 @@ def test_packaged_files_validate() -> None:
     assert seed.normalization == "l2" and len(seed.members) == 4 and seed.weights == [1.0] * 4
     assert seed.rerank is not None and (seed.rerank.k, seed.rerank.form) == (10, "seed")
     assert seed.route == "off"  # YAML's bare `off` (a boolean) is read as the route name
+    demo = load_ensemble(PACKAGED / "demo.yaml")
+    assert [m.name for m in demo.members] == ["clip", "blip", "attributes"]
+    assert demo.kind_weights is not None and set(demo.kind_weights) == {"vehicle", "pedestrian"}
 
 
 @pytest.mark.parametrize(
