@@ -31,6 +31,11 @@ def _cfg(data, *extra: str):
     return load_config(TINY_CONFIG, [f"data.root={data}", *extra])
 
 
+def _train_losses(run) -> list[float]:
+    rows = (run / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(x)["loss"] for x in rows if json.loads(x)["type"] == "train"]
+
+
 def test_tiny_training_lowers_loss_and_writes_run_dir(tmp_path, data) -> None:
     result = train(_cfg(data, "train.epochs=6"), tmp_path / "run", show_progress=False)
     assert result.finished and result.step == 18 and result.epoch == 6
@@ -98,12 +103,7 @@ def test_text_cache_matches_recomputed_frozen_trunk(tmp_path, data) -> None:
     common = ["model.lock_text=true", "train.epochs=2", "train.log_every=1"]
     cached = train(_cfg(data, *common, "model.cache_text_features=true"), tmp_path / "c", show_progress=False)
     plain = train(_cfg(data, *common, "model.cache_text_features=false"), tmp_path / "p", show_progress=False)
-
-    def losses(run):
-        rows = (run / "metrics.jsonl").read_text().splitlines()
-        return [json.loads(x)["loss"] for x in rows if json.loads(x)["type"] == "train"]
-
-    lc, lp = losses(cached.run_dir), losses(plain.run_dir)
+    lc, lp = _train_losses(cached.run_dir), _train_losses(plain.run_dir)
     assert len(lc) == len(lp) == 6
     assert lc == pytest.approx(lp, rel=1e-4, abs=1e-5)
     # the frozen trunk really is frozen (same seed -> same init as a fresh model), the projection trained
@@ -143,12 +143,7 @@ def test_runs_sharing_a_text_cache_file_encode_each_caption_once(tmp_path, data,
     encoded.clear()
     second = train(_cfg(data, *common), tmp_path / "b", show_progress=False)
     assert sum(encoded) == 0  # every caption came from the file the first run wrote
-
-    def losses(run):
-        rows = (run / "metrics.jsonl").read_text().splitlines()
-        return [json.loads(x)["loss"] for x in rows if json.loads(x)["type"] == "train"]
-
-    assert losses(first.run_dir) == pytest.approx(losses(second.run_dir), rel=1e-6)
+    assert _train_losses(first.run_dir) == pytest.approx(_train_losses(second.run_dir), rel=1e-6)
 
 
 def test_minilm_text_cache_rows_match_full_text_tower() -> None:

@@ -24,8 +24,8 @@ from trafficsearch.data.layout import split
 from trafficsearch.data.records import Record
 from trafficsearch.ioutil import atomic_write_json
 from trafficsearch.resources import extract_val_labels
+from trafficsearch.systems import RULES
 
-RULES = ("equal", "contain")
 FULL_SYSTEM = "full system: fusion + ITM re-rank"
 FUSION = "fusion"
 RANDOM = "random ranking"

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from trafficsearch.data.labels import read_labels
 from trafficsearch.data.layout import split
@@ -98,17 +97,13 @@ class ModelCache:
         return self.models[key]
 
     def text_cache(self, checkpoint: str | Path) -> Any:
-        from trafficsearch.search.cache import TextCache
+        from functools import partial
+
+        from trafficsearch.search.cache import TextCache, encode_queries
 
         key = str(Path(checkpoint).resolve())
         if key not in self.text_caches:
-            model = self.get(checkpoint)
-
-            def encode(texts: Sequence[str]) -> np.ndarray:
-                with torch.inference_mode():
-                    return model.encode_texts(list(texts)).float().cpu().numpy()
-
-            self.text_caches[key] = TextCache(encode)
+            self.text_caches[key] = TextCache(partial(encode_queries, self.get(checkpoint)))
         return self.text_caches[key]
 
 

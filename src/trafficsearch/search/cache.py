@@ -5,8 +5,16 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
+import torch
+
+
+def encode_queries(model: Any, texts: Sequence[str]) -> np.ndarray:
+    """Query vectors of `model` as float32 numpy (what every TextCache of a model stores)."""
+    with torch.inference_mode():
+        return model.encode_texts(list(texts)).float().cpu().numpy()
 
 
 class TextCache:

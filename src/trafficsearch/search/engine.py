@@ -18,14 +18,13 @@ from typing import Any
 
 import faiss
 import numpy as np
-import torch
 
 from trafficsearch.errors import TrafficSearchError
 from trafficsearch.index import faiss_util
 from trafficsearch.index.files import model_fingerprint
 from trafficsearch.index.store import IndexData, open_index
 from trafficsearch.search import routing
-from trafficsearch.search.cache import TextCache
+from trafficsearch.search.cache import TextCache, encode_queries
 from trafficsearch.search.stages import Candidates, FirstStage, Stage
 
 _QUERY_CHUNK = 1024
@@ -103,8 +102,7 @@ class SearchEngine:
         return cls(data, model)
 
     def _encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        with torch.inference_mode():
-            return self.model.encode_texts(list(texts)).float().cpu().numpy()
+        return encode_queries(self.model, texts)
 
     def _selector(
         self, kind: str | None, where: dict[str, Any] | None

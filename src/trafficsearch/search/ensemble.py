@@ -38,13 +38,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
 
 from trafficsearch.errors import ConfigError, IndexError_, TrafficSearchError
 from trafficsearch.ioutil import atomic_write_text
 from trafficsearch.search import fusion
-from trafficsearch.search.cache import TextCache
+from trafficsearch.search.cache import TextCache, encode_queries
 from trafficsearch.search.rerank import FORMS, MERGES
 from trafficsearch.search.routing import DEFAULT_SOFT_PENALTY, ROUTES, query_kind
 from trafficsearch.search.stages import Candidates
@@ -328,8 +327,7 @@ class EmbeddingMember(Member):
         self._gram: dict[bytes, tuple[np.ndarray, np.ndarray, int]] = {}
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
-        with torch.inference_mode():
-            return self.model.encode_texts(list(texts)).float().cpu().numpy()
+        return encode_queries(self.model, texts)
 
     def bind(self, reference: Any) -> None:
         mine = {p: i for i, p in enumerate(self.data.metadata.paths)}
