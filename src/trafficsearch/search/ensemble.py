@@ -241,7 +241,11 @@ def load_ensemble(path: str | Path) -> EnsembleConfig:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise ConfigError(f"invalid YAML: {exc}", path=path, line=mark.line + 1 if mark else None) from None
+        raise ConfigError(
+            "invalid YAML: " + " ".join(str(getattr(exc, "problem", None) or exc).split()),
+            path=path,
+            line=mark.line + 1 if mark else None,
+        ) from None
     return ensemble_from_dict(data, path)
 
 
