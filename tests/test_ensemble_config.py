@@ -72,3 +72,14 @@ def test_invalid_yaml_gives_the_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_ensemble(path)
     assert info.value.line is not None
+
+
+def test_broken_yaml_is_one_line_naming_the_line(tmp_path: Path) -> None:
+    from trafficsearch.errors import ConfigError
+
+    path = tmp_path / "e.yaml"
+    path.write_text("name: e\nmembers: [\n")
+    with pytest.raises(ConfigError) as err:
+        load_ensemble(path)
+    assert err.value.line == 3 and str(err.value.path) == str(path)
+    assert "\n" not in err.value.one_line() and "invalid YAML" in err.value.one_line()
