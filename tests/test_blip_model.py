@@ -90,6 +90,21 @@ def test_itm_scores_are_pairwise_logits(model: BlipRetrieval, pixels: torch.Tens
         model.itm_scores(TEXTS[:3], pixels)
 
 
+def test_itm_repeated_texts_of_mixed_lengths_match_one_pair_at_a_time(
+    model: BlipRetrieval, pixels: torch.Tensor
+) -> None:
+    """Re-ranking pairs each query with K candidates: texts repeat and lengths differ. Tokenizing each text
+    once and batching pairs by length (trimmed padding, reordered) must not change any pair's score."""
+    texts = [TEXTS[i % 3] for i in (2, 0, 2, 1, 0, 2, 1, 0)]
+    images = model.itm_image_tokens(pixels[[i % 4 for i in range(8)]])
+    batched = model.itm_scores_tokens(texts, images, batch_size=3)
+    single = torch.stack(
+        [model.itm_scores_tokens([t], images[i : i + 1], batch_size=1)[0] for i, t in enumerate(texts)]
+    )
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
+    assert batched[0] != batched[3]  # different pairs, different scores: the output is in input order
+
+
 def test_itm_uses_enc_not_cls(model: BlipRetrieval, pixels: torch.Tensor) -> None:
     """The HF forward feeds [CLS] to the image-grounded encoder; BLIP trained ITM with [ENC]."""
     tok = model.tokenize(TEXTS)

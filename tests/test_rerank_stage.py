@@ -132,3 +132,18 @@ def test_many_queries_rerank_in_cache_sized_passes_with_the_same_result(color_in
         assert a.rows.tolist() == b.rows.tolist()
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
     assert len(tight.pixels._store) <= 8
+
+
+def test_pixel_cache_cold_starts_empty_and_restores() -> None:
+    from trafficsearch.search.rerank import PixelCache
+
+    loads: list[int] = []
+    cache = PixelCache(lambda row: loads.append(row) or torch.full((2,), float(row)), capacity=4)
+    cache.get(1), cache.get(2)
+    with cache.cold():
+        assert 1 not in cache and 2 not in cache
+        assert cache.get(1).tolist() == [1.0, 1.0] and loads == [1, 2, 1]  # loaded again: cold
+        cache.put(3, torch.zeros(2))
+    assert 1 in cache and 2 in cache and 3 not in cache  # the entries from before, nothing else
+    cache.get(2)
+    assert loads == [1, 2, 1]

@@ -18,7 +18,7 @@ from trafficsearch.systems import (
     MemberIndex,
     ModelCache,
     SplitData,
-    clear_caches,
+    cold_caches,
     index_member,
     latency_texts,
     open_fused,
@@ -96,9 +96,18 @@ def test_score_system_rows_latency_and_cold_caches(
     # colour models find the right colour: every query's top hit is relevant
     assert rows[0]["overall"]["recall"]["1"] == 1.0
     assert len(latency_texts(split_data, 3)) == 3 and len(set(latency_texts(split_data, 3))) == 3
-    assert len(engine.model.members[0].cache) > 0  # the full search cached its query vectors
-    clear_caches(engine)
-    assert all(len(m.cache) == 0 for m in engine.model.members) and len(engine.cache) == 0
+    cached = [len(m.cache) for m in engine.model.members]
+    assert min(cached) > 0  # the full search cached its query vectors
+    with cold_caches(engine):
+        assert all(len(m.cache) == 0 for m in engine.model.members) and len(engine.cache) == 0
+        calls = models.get(indexes[0].checkpoint).text_calls
+        engine.search([split_data.records[0].text], k=3)
+        assert models.get(indexes[0].checkpoint).text_calls == calls + 1  # cold: encoded again
+    # afterwards the shared caches hold what they held: the next system re-encodes nothing
+    assert [len(m.cache) for m in engine.model.members] == cached
+    calls = models.get(indexes[0].checkpoint).text_calls
+    score_system("again", engine, split_data, latency_queries=2)
+    assert models.get(indexes[0].checkpoint).text_calls == calls + 2  # only the two cold probes
 
 
 def _row(split: str, system: str, rule: str, map_official: float, map_at_k: float) -> dict:

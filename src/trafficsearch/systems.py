@@ -9,7 +9,8 @@ relevance rules plus a cold single-query latency.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -227,15 +228,20 @@ def fit_fusion(
     return fit_weights(engine, dev.records, grid=grid, rounds=2, by_kind=by_kind)
 
 
-def clear_caches(engine: Any) -> None:
-    """Forget cached query vectors and candidate pixels, so the next search pays its full cost."""
-    engine.cache.clear()
-    for member in getattr(engine.model, "members", []):
-        member.cache.clear()
-    for stage in engine.rerank_stages:
-        pixels = getattr(stage, "pixels", None)
-        if pixels is not None:
-            pixels.clear()
+@contextmanager
+def cold_caches(engine: Any) -> Iterator[None]:
+    """Inside: every cache the engine reads (query vectors, candidate pixels/tokens) starts empty, so a search
+    pays its full cost; after: what was cached before is back. The query-vector caches are shared by every
+    system of a model (ModelCache): emptying them for good made the next system re-encode every text."""
+    with ExitStack() as stack:
+        stack.enter_context(engine.cache.cold())
+        for member in getattr(engine.model, "members", []):
+            stack.enter_context(member.cache.cold())
+        for stage in engine.rerank_stages:
+            pixels = getattr(stage, "pixels", None)
+            if pixels is not None:
+                stack.enter_context(pixels.cold())
+        yield
 
 
 def query_latency_ms(
@@ -244,11 +250,10 @@ def query_latency_ms(
     """Cold single-query latency (text encoding + search + re-ranking): p50 and mean over `texts` in ms."""
     times = []
     for text in texts:
-        clear_caches(engine)
-        start = time.perf_counter()
-        engine.search([text], k=10, rerank=rerank, route=route)
-        times.append((time.perf_counter() - start) * 1000.0)
-    clear_caches(engine)
+        with cold_caches(engine):
+            start = time.perf_counter()
+            engine.search([text], k=10, rerank=rerank, route=route)
+            times.append((time.perf_counter() - start) * 1000.0)
     return {"p50": float(np.median(times)), "mean": float(np.mean(times))} if times else {}
 
 

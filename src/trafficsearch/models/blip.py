@@ -215,7 +215,12 @@ class BlipRetrieval(nn.Module, RetrievalModel):
         return torch.cat(rows) if rows else torch.zeros(0, self.embed_dim)
 
     def itm_scores(
-        self, texts: Sequence[str], pixels: torch.Tensor, *, batch_size: int = 32, probabilities: bool = False
+        self,
+        texts: Sequence[str],
+        pixels: torch.Tensor,
+        *,
+        batch_size: int = 128,
+        probabilities: bool = False,
     ) -> torch.Tensor:
         """Pairwise ITM: text i with image i -> [N] float32 on the CPU.
 
@@ -246,7 +251,7 @@ class BlipRetrieval(nn.Module, RetrievalModel):
         texts: Sequence[str],
         image_tokens: torch.Tensor,
         *,
-        batch_size: int = 32,
+        batch_size: int = 128,
         probabilities: bool = False,
     ) -> torch.Tensor:
         """`itm_scores` from precomputed `itm_image_tokens`: text i with image i -> [N] float32."""
@@ -255,14 +260,28 @@ class BlipRetrieval(nn.Module, RetrievalModel):
             raise ValueError(
                 f"ITM pairs text i with image i: got {len(texts)} texts, {image_tokens.shape[0]} images"
             )
-        out = []
+        if not texts:
+            return torch.zeros(0)
+        # each distinct text is tokenized once (a query is paired with all K candidates), and pairs go in
+        # batches of similar token length, each trimmed to its longest text: little compute spent on padding
+        distinct = list(dict.fromkeys(texts))
+        where = {text: i for i, text in enumerate(distinct)}
+        which = torch.tensor([where[text] for text in texts])
+        tok = self.tokenizer(distinct)
+        lengths = tok.attention_mask.sum(dim=1)
+        order = torch.argsort(lengths[which], stable=True)
+        out = torch.empty(len(texts), dtype=torch.float32)
         with _eval(self), torch.no_grad():
             for start in range(0, len(texts), batch_size):
-                tok = self.tokenizer(texts[start : start + batch_size]).to(self.device)
-                tokens = image_tokens[start : start + batch_size].to(self.device, torch.float32)
-                logits = self.itm_logits(tok.input_ids, tok.attention_mask, tokens).float()
-                out.append((logits.softmax(-1)[:, 1] if probabilities else logits[:, 1]).cpu())
-        return torch.cat(out) if out else torch.zeros(0)
+                pairs = order[start : start + batch_size]
+                rows = which[pairs]
+                width = int(lengths[rows].max())
+                ids = tok.input_ids[rows, :width].to(self.device)
+                mask = tok.attention_mask[rows, :width].to(self.device)
+                tokens = image_tokens[pairs].to(self.device, torch.float32)
+                logits = self.itm_logits(ids, mask, tokens).float()
+                out[pairs] = (logits.softmax(-1)[:, 1] if probabilities else logits[:, 1]).cpu()
+        return out
 
     def manifest(self) -> dict[str, Any]:
         info: dict[str, Any] = {

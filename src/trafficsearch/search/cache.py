@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,18 @@ class TextCache:
         """Drop every cached vector (latency measurements start cold)."""
         with self._lock:
             self._store.clear()
+
+    @contextmanager
+    def cold(self) -> Iterator[None]:
+        """Inside: the cache starts empty; after: exactly what was cached before is back. Latency probes
+        measure cold queries without throwing away vectors that later searches reuse."""
+        with self._lock:
+            saved, self._store = self._store, OrderedDict()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._store = saved
 
     def get(self, texts: Sequence[str]) -> np.ndarray:
         """[len(texts), D] vectors in input order."""

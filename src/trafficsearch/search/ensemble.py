@@ -74,7 +74,7 @@ class RerankConfig:
     merge: str = "block"
     a: float = 1.0
     b: float = 1.0
-    batch_size: int = 32
+    batch_size: int = 128  # ITM pairs per forward; 128 was ~2x faster than 32 on 2 CPU cores
 
 
 @dataclass
@@ -182,7 +182,7 @@ def ensemble_from_dict(d: Any, path: Path | None = None) -> EnsembleConfig:
             merge=_choice(r, "merge", MERGES, "block", path, "rerank."),
             a=_number(r, "a", float, 1.0, path, "rerank."),
             b=_number(r, "b", float, 1.0, path, "rerank."),
-            batch_size=_number(r, "batch_size", int, 32, path, "rerank."),
+            batch_size=_number(r, "batch_size", int, 128, path, "rerank."),
         )
     kind_weights = _kind_weights(d.get("kind_weights"), names, path)
     name = d.get("name", path.stem if path else "ensemble")

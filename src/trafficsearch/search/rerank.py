@@ -18,7 +18,8 @@ block are the fused scores, so with `block` the order, not the score, is authori
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,7 +40,12 @@ class ItmScorer(Protocol):
     def image_transform(self) -> Callable[[Any], torch.Tensor]: ...
 
     def itm_scores(
-        self, texts: Sequence[str], pixels: torch.Tensor, *, batch_size: int = 32, probabilities: bool = False
+        self,
+        texts: Sequence[str],
+        pixels: torch.Tensor,
+        *,
+        batch_size: int = 128,
+        probabilities: bool = False,
     ) -> torch.Tensor: ...
 
 
@@ -90,6 +96,15 @@ class PixelCache:
     def clear(self) -> None:
         self._store.clear()
 
+    @contextmanager
+    def cold(self) -> Iterator[None]:
+        """Inside: empty; after: the entries from before are back (see TextCache.cold)."""
+        saved, self._store = self._store, OrderedDict()
+        try:
+            yield
+        finally:
+            self._store = saved
+
     def __contains__(self, key: int) -> bool:
         return key in self._store
 
@@ -128,7 +143,7 @@ class ItmRerankStage:
         a: float = 1.0,
         b: float = 1.0,
         merge: str = "block",
-        batch_size: int = 32,
+        batch_size: int = 128,
         cache_size: int = 4096,
     ) -> None:
         check_form(form, merge)
