@@ -43,8 +43,8 @@ class DemoPlan:
     val: int | None = None
     test: int = 2000
     noise: float = 0.05
-    epochs: int | None = 7
-    val_per_epoch: int | None = 2500  # evenly spread val images scored after each epoch (the end uses all)
+    epochs: int | None = 6
+    val_per_epoch: int | None = 1500  # evenly spread val images scored after each epoch (the scoring stage uses all)
     blip_config: str | None = "demo/blip-small"
     blip_epochs: int | None = 1  # 3,000 images: ~85 s on 2 cores; None: the config's 3 epochs
     attributes: bool = True
