@@ -390,7 +390,7 @@ class Ablation:
             rows = []
             for data in self.splits:
                 rows += score_ranking(
-                    "random ranking", data, random_ranking(data.records, len(data.records), 10, seed=0)
+                    "random ranking", data, random_ranking(data.records, len(data.query_records), 10, seed=0)
                 )
             self.keep(Row("random", "floor", "random ranking", [0], [rows]))
 

@@ -19,6 +19,7 @@ from trafficsearch.systems import (
     ModelCache,
     SplitData,
     cold_caches,
+    evenly,
     index_member,
     latency_texts,
     open_fused,
@@ -108,6 +109,27 @@ def test_score_system_rows_latency_and_cold_caches(
     calls = models.get(indexes[0].checkpoint).text_calls
     score_system("again", engine, split_data, latency_queries=2)
     assert models.get(indexes[0].checkpoint).text_calls == calls + 2  # only the two cold probes
+
+
+def test_query_subset_searches_fewer_texts_over_the_whole_gallery(
+    split_data: SplitData, members: tuple[list, ModelCache]
+) -> None:
+    from dataclasses import replace
+
+    indexes, models = members
+    assert evenly(list(range(10)), 4) == [0, 2, 5, 7] and evenly([1, 2], None) == [1, 2]
+    subset = replace(split_data, queries=evenly(split_data.records, 5))
+    engine = open_single(indexes[0], models)
+    rows, hits = score_system("a", engine, subset)
+    assert rows[0]["overall"]["n_queries"] == 5 and len(hits) == 5
+    # each query still ranks the whole 16-image gallery (two images per colour): both same-colour images lead,
+    # including the one whose record is not among the queries, and the metric judges against all 16
+    assert rows[0]["overall"]["recall"]["1"] == 1.0
+    for query, row in zip(subset.query_records, hits, strict=True):
+        assert {h.name for h in row[:2]} == {r.image for r in split_data.records if r.text == query.text}
+    assert {h.name for row in hits for h in row} - {r.image for r in subset.query_records}
+    full_rows, _ = score_system("a", engine, split_data)
+    assert full_rows[0]["overall"]["n_queries"] == 16
 
 
 def _row(split: str, system: str, rule: str, map_official: float, map_at_k: float) -> dict:

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -22,21 +22,42 @@ from trafficsearch.data.layout import split
 from trafficsearch.data.records import Record
 
 RULES = ("equal", "contain")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class SplitData:
-    """A labelled gallery: its records are both the queries (their texts) and the gallery (their images)."""
+    """A labelled gallery: its records' images are the gallery, their texts the queries.
+
+    `queries`, when set, is the subset of records whose texts are searched (every system over the same ones);
+    the gallery stays whole, so the metric is the full split's, estimated on fewer queries.
+    """
 
     name: str
     records: list[Record]
     images: Path
     labels: Path
+    queries: list[Record] | None = None
+
+    @property
+    def query_records(self) -> list[Record]:
+        return self.records if self.queries is None else self.queries
 
 
-def load_split_data(root: str | Path, name: str) -> SplitData:
+def evenly(items: Sequence[T], n: int | None) -> list[T]:
+    """`n` items spread evenly over `items` in their order (all of them when n is None or too large)."""
+    if n is None or n >= len(items):
+        return list(items)
+    step = len(items) / n
+    return [items[int(i * step)] for i in range(n)]
+
+
+def load_split_data(root: str | Path, name: str, n_queries: int | None = None) -> SplitData:
+    """A split of a competition-layout root; `n_queries` evenly spread records as queries (None: all)."""
     sp = split(Path(root), name)
-    return SplitData(name, read_labels(sp.labels).records, sp.images, sp.labels)
+    records = read_labels(sp.labels).records
+    queries = evenly(records, n_queries) if n_queries is not None and n_queries < len(records) else None
+    return SplitData(name, records, sp.images, sp.labels, queries)
 
 
 # -- members -------------------------------------------------------------------------------------------------
@@ -259,22 +280,18 @@ def query_latency_ms(
 
 def latency_texts(data: SplitData, n: int) -> list[str]:
     """`n` distinct query texts spread evenly over the split (fixed, so every system times the same ones)."""
-    unique = list(dict.fromkeys(r.text for r in data.records))
-    if n >= len(unique):
-        return unique
-    step = len(unique) / n
-    return [unique[int(i * step)] for i in range(n)]
+    return evenly(list(dict.fromkeys(r.text for r in data.query_records)), n)
 
 
 def score_ranking(
     system: str, data: SplitData, ranked: Sequence[Sequence[str]], extra: dict[str, Any] | None = None
 ) -> list[dict[str, Any]]:
-    """One row per relevance rule: the split's records judged against a ranked name list per record."""
+    """One row per relevance rule: the split's query records judged against a ranked name list per query."""
     from trafficsearch.eval.metrics import evaluate
 
     rows = []
     for rule in RULES:
-        result = evaluate(data.records, data.records, ranked, rule=rule)
+        result = evaluate(data.query_records, data.records, ranked, rule=rule)
         rows.append({"split": data.name, "system": system, "rule": rule, **result.to_dict(), **(extra or {})})
     return rows
 
@@ -288,7 +305,7 @@ def score_system(
     route: str | None = None,
     latency_queries: int = 0,
 ) -> tuple[list[dict[str, Any]], list[list[Any]]]:
-    """(rows for both rules, hits): every record's text searched over the split's gallery.
+    """(rows for both rules, hits): every query record's text searched over the split's whole gallery.
 
     With `latency_queries` > 0 the rows carry `latency_ms` (cold single queries, measured first).
     """
@@ -298,7 +315,7 @@ def score_system(
             engine, latency_texts(data, latency_queries), rerank=rerank, route=route
         )
     start = time.perf_counter()
-    hits = engine.search([r.text for r in data.records], k=10, rerank=rerank, route=route)
+    hits = engine.search([r.text for r in data.query_records], k=10, rerank=rerank, route=route)
     extra["search_s"] = round(time.perf_counter() - start, 2)
     ranked = [[h.name for h in row] for row in hits]
     return score_ranking(system, data, ranked, extra), hits

@@ -15,6 +15,10 @@ def demo(
     val: Annotated[
         int | None, typer.Option(help="Real val labels to render and search (default all).")
     ] = None,
+    val_queries: Annotated[
+        int | None,
+        typer.Option(help="How many val texts (evenly spread) to search the whole val gallery with; 0: all."),
+    ] = None,
     test: Annotated[int | None, typer.Option(help="Synthetic test-style images (0 to skip).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs (overrides the config).")] = None,
     config: Annotated[str | None, typer.Option(help="Training config file or packaged name.")] = None,
@@ -38,6 +42,8 @@ def demo(
     plan = DemoPlan.fast() if fast else DemoPlan()
     changes = {"train": train, "val": val, "test": test, "epochs": epochs, "config": config}
     plan = replace(plan, seed=seed, workers=workers, **{k: v for k, v in changes.items() if v is not None})
+    if val_queries is not None:
+        plan = replace(plan, val_queries=val_queries or None)
     if not ensemble:
         plan = replace(plan, blip_config=None, attributes=False)
     run_demo(work, plan)
