@@ -220,3 +220,16 @@ def test_large_gallery_path_without_float32_copy_gives_the_same_order(
     large = open_ensemble_engine(built / "idx", models=MODELS)
     assert all(m._vectors32 is None for m in large.first_stage.members)  # type: ignore[union-attr]
     assert [[h.name for h in row] for row in large.search(texts, k=8)] == expected
+
+
+def test_coordinate_search_keeps_only_changes_worth_min_gain() -> None:
+    """A weight change that gains less than `min_gain` (noise on a small fit split) is not taken."""
+    from trafficsearch.search.ensemble import _coordinate_search
+
+    def score(weights: Sequence[float]) -> float:  # member 0 at 2 gains 0.001; member 1 at 0 gains 0.05
+        return 0.5 + (0.001 if weights[0] == 2.0 else 0.0) + (0.05 if weights[1] == 0.0 else 0.0)
+
+    greedy, best, _ = _coordinate_search(score, [1.0, 1.0], (0.0, 1.0, 2.0), rounds=2)
+    assert greedy == [2.0, 0.0] and best == pytest.approx(0.551)
+    careful, best, _ = _coordinate_search(score, [1.0, 1.0], (0.0, 1.0, 2.0), rounds=2, min_gain=0.003)
+    assert careful == [1.0, 0.0] and best == pytest.approx(0.55)

@@ -241,12 +241,13 @@ def fit_fusion(
     normalization: str = "zscore",
     grid: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0),
     by_kind: bool = True,
+    min_gain: float = 0.0,
 ) -> Any:
     """Fusion weights fitted on a held-out split (`members` indexed over `dev`): an ensemble FitResult."""
     from trafficsearch.search.ensemble import fit_weights
 
     engine = open_fused(out, members, models, normalization=normalization)
-    return fit_weights(engine, dev.records, grid=grid, rounds=2, by_kind=by_kind)
+    return fit_weights(engine, dev.records, grid=grid, rounds=2, by_kind=by_kind, min_gain=min_gain)
 
 
 @contextmanager

@@ -57,6 +57,12 @@ def fit_command(
     by_kind: bool = typer.Option(
         False, "--by-kind", help="Also fit one weight set per query kind (vehicle, pedestrian): kind_weights."
     ),
+    min_gain: float = typer.Option(
+        0.0,
+        "--min-gain",
+        min=0.0,
+        help="Least mAP@10 gain (0-1) a weight change must bring to be kept; guards a small split's noise.",
+    ),
     device: str = typer.Option("cpu", "--device"),
 ) -> None:
     """Fit member weights on official mAP@10 (coordinate search) and save them into CONFIG (atomically).
@@ -89,7 +95,9 @@ def fit_command(
         raise ConfigError("CONFIG and the index's ensemble.yaml name different members", path=config)
     records = read_labels(labels).records
     with err.status("fitting weights ..."):
-        result = fit_weights(engine, records, grid=values, rounds=rounds, rule=rule, by_kind=by_kind)
+        result = fit_weights(
+            engine, records, grid=values, rounds=rounds, rule=rule, by_kind=by_kind, min_gain=min_gain
+        )
     fit = {
         "labels": str(labels),
         "rule": rule,
@@ -97,6 +105,7 @@ def fit_command(
         "baseline": round(result.baseline, 6),
         "per_member": {k: round(v, 6) for k, v in result.per_member.items()},
         "trials": result.trials,
+        "min_gain": min_gain,
     }
     save_ensemble(with_weights(source, result.weights, fit, result.kind_weights), config)
     inside = index / ENSEMBLE_FILE

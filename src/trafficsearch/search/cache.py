@@ -59,6 +59,7 @@ class TextCache:
             self.hits += len(texts) - len(missing)
             self.misses += len(missing)
         fresh: dict[str, np.ndarray] = {}
+        missing.sort(key=len)  # batches of similar length: encoders pad each batch to its longest text
         for start in range(0, len(missing), self.batch):
             chunk = missing[start : start + self.batch]
             vectors = np.asarray(self._encode(chunk), dtype=np.float32)

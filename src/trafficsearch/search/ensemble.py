@@ -694,9 +694,16 @@ class FitResult:
 
 
 def _coordinate_search(
-    score: Callable[[Sequence[float]], float], start: Sequence[float], grid: Sequence[float], rounds: int
+    score: Callable[[Sequence[float]], float],
+    start: Sequence[float],
+    grid: Sequence[float],
+    rounds: int,
+    min_gain: float = 0.0,
 ) -> tuple[list[float], float, int]:
-    """Greedy coordinate search over `grid` per weight; (best weights, best score, trials)."""
+    """Greedy coordinate search over `grid` per weight; (best weights, best score, trials).
+
+    A trial replaces the current weights only when it beats them by more than `min_gain`: on a small fit split
+    the last few hundredths of mAP are noise, and chasing them picks weights that do not transfer."""
     weights = list(start)
     best, trials = score(weights), 1
     for _ in range(rounds):
@@ -709,7 +716,7 @@ def _coordinate_search(
                     continue
                 trials += 1
                 result = score(trial)
-                if result > best + 1e-9:
+                if result > best + max(min_gain, 1e-9):
                     best, weights, improved = result, trial, True
         if not improved:
             break
@@ -725,8 +732,11 @@ def fit_weights(
     rule: str = "equal",
     k: int = 10,
     by_kind: bool = False,
+    min_gain: float = 0.0,
 ) -> FitResult:
     """Coordinate search of member weights on official mAP@k (eval/metrics.evaluate) over labelled records.
+
+    `min_gain` (mAP, 0-1): the least gain a weight change must bring to be kept (see _coordinate_search).
 
     The gallery is the index; the queries are the records' texts (val_label.txt gives both). Normalised rows
     are computed once per distinct text, so each trial costs one weighted sum and a top-k. `by_kind`: fit
@@ -773,7 +783,7 @@ def fit_weights(
         solo = [0.0] * len(start)
         solo[i] = 1.0
         per_member[m.name] = everyone(solo)
-    weights, best, trials = _coordinate_search(everyone, start, grid, rounds)
+    weights, best, trials = _coordinate_search(everyone, start, grid, rounds, min_gain)
     trials += len(start) + 1
     if not by_kind:
         return FitResult(weights, best, baseline, per_member, trials)
@@ -781,7 +791,7 @@ def fit_weights(
     for kind in KINDS:
         ids = [i for i, t in enumerate(texts) if query_kind(t) == kind]
         if ids:
-            kind_weights[kind], _, n = _coordinate_search(scorer(ids), weights, grid, rounds)
+            kind_weights[kind], _, n = _coordinate_search(scorer(ids), weights, grid, rounds, min_gain)
             trials += n
     per_query = np.asarray([kind_weights.get(query_kind(t) or "", weights) for t in unique], dtype=np.float64)
     ranked_unique = ranked_for(per_query, list(range(len(unique))))
