@@ -35,11 +35,6 @@ class TextCache:
     def __len__(self) -> int:
         return len(self._store)
 
-    def clear(self) -> None:
-        """Drop every cached vector (latency measurements start cold)."""
-        with self._lock:
-            self._store.clear()
-
     @contextmanager
     def cold(self) -> Iterator[None]:
         """Inside: the cache starts empty; after: exactly what was cached before is back. Latency probes

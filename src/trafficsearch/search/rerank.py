@@ -93,9 +93,6 @@ class PixelCache:
         self.capacity = capacity
         self.misses = 0
 
-    def clear(self) -> None:
-        self._store.clear()
-
     @contextmanager
     def cold(self) -> Iterator[None]:
         """Inside: empty; after: the entries from before are back (see TextCache.cold)."""
