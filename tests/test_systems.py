@@ -132,6 +132,23 @@ def test_query_subset_searches_fewer_texts_over_the_whole_gallery(
     assert full_rows[0]["overall"]["n_queries"] == 16
 
 
+def test_a_query_count_below_one_is_refused_before_any_work(tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from trafficsearch.cli import demo_commands
+    from trafficsearch.systems import load_split_data
+
+    with pytest.raises(ValueError, match="n_queries must be at least 1"):
+        load_split_data(tmp_path, "val", 0)
+    app = typer.Typer()
+    demo_commands.register(app)
+    app.command("noop")(lambda: None)  # two commands: the demo is invoked by name, as on the real CLI
+    result = CliRunner().invoke(app, ["demo", "--val-queries", "-5", "--work", str(tmp_path / "demo")])
+    assert result.exit_code == 2 and "--val-queries" in result.output
+    assert not (tmp_path / "demo").exists()  # refused before the demo started
+
+
 def _row(split: str, system: str, rule: str, map_official: float, map_at_k: float) -> dict:
     return {
         "split": split,

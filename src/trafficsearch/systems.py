@@ -54,6 +54,8 @@ def evenly(items: Sequence[T], n: int | None) -> list[T]:
 
 def load_split_data(root: str | Path, name: str, n_queries: int | None = None) -> SplitData:
     """A split of a competition-layout root; `n_queries` evenly spread records as queries (None: all)."""
+    if n_queries is not None and n_queries < 1:
+        raise ValueError(f"n_queries must be at least 1 (None: every record), got {n_queries}")
     sp = split(Path(root), name)
     records = read_labels(sp.labels).records
     queries = evenly(records, n_queries) if n_queries is not None and n_queries < len(records) else None

@@ -17,7 +17,9 @@ def demo(
     ] = None,
     val_queries: Annotated[
         int | None,
-        typer.Option(help="How many val texts (evenly spread) to search the whole val gallery with; 0: all."),
+        typer.Option(
+            min=0, help="How many val texts (evenly spread) to search the whole val gallery with; 0: all."
+        ),
     ] = None,
     test: Annotated[int | None, typer.Option(help="Synthetic test-style images (0 to skip).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs (overrides the config).")] = None,
