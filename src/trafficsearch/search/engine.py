@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 
 from trafficsearch.errors import TrafficSearchError
-from trafficsearch.index import faiss_util
+from trafficsearch.index import exact, faiss_util
 from trafficsearch.index.files import model_fingerprint
 from trafficsearch.index.store import IndexData, open_index
 from trafficsearch.search import routing
@@ -140,7 +140,7 @@ class SearchEngine:
             chunk = unique[start : start + _QUERY_CHUNK]
             vectors = self.cache.get(chunk)
             try:
-                scores, rows = faiss_util.search(self.data.faiss, vectors, depth, self._params, selector)
+                scores, rows = self._search(vectors, depth, selector, kind, where)
             except RuntimeError:  # some index types (fast-scan PQ) take no selector: exact over the subset
                 if selector is None:
                     raise
@@ -149,6 +149,20 @@ class SearchEngine:
                 keep = r >= 0
                 found[text] = Candidates(r[keep].astype(np.int64), s[keep].astype(np.float32))
         return [found[t] for t in texts]
+
+    # -- exact path (m2-fast, issue 13 item 4): a plain Flat index is scanned by index/exact.py ------------
+    def _search(
+        self,
+        vectors: np.ndarray,
+        depth: int,
+        selector: faiss.IDSelector | None,
+        kind: str | None,
+        where: dict[str, Any] | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if exact.is_exact(self.data.faiss):
+            rows = None if selector is None else self._allowed_rows(kind, where)
+            return exact.search_exact(self.data.faiss, self.data.vectors, vectors, depth, rows)
+        return faiss_util.search(self.data.faiss, vectors, depth, self._params, selector)
 
     def _allowed_rows(self, kind: str | None, where: dict[str, Any] | None) -> np.ndarray:
         conditions = {**(where or {}), **({"kind": kind} if kind is not None else {})}
