@@ -41,9 +41,11 @@ import numpy as np
 import yaml
 
 from trafficsearch.errors import ConfigError, IndexError_, TrafficSearchError
+from trafficsearch.index.itm_tokens import has_itm_tokens, write_itm_tokens
 from trafficsearch.ioutil import atomic_write_text
 from trafficsearch.search import fusion
 from trafficsearch.search.cache import TextCache, encode_queries
+from trafficsearch.search.itm_tokens import attach_stored_tokens
 from trafficsearch.search.rerank import FORMS, MERGES
 from trafficsearch.search.routing import DEFAULT_SOFT_PENALTY, ROUTES, query_kind
 from trafficsearch.search.stages import Candidates
@@ -598,6 +600,7 @@ def open_ensemble_engine(
         kind_weights=_kind_weight_lists(config),
     )
     rerank = [rerank_stage_for(config, reference, models, device)] if config.rerank else []
+    attach_stored_tokens(rerank, reference, [m.data for m in members if hasattr(m, "data")])  # m2-fast
     cls = engine_cls or SearchEngine
     return cls(
         reference,
@@ -623,11 +626,13 @@ def build_ensemble_index(
     device: str = "cpu",
     progress: bool = True,
     models: dict[str, Any] | None = None,
+    itm_tokens: bool = True,
     **build_kwargs: Any,
 ) -> Path:
     """Index the gallery once per member (each resumable, via index/build.py), then commit ensemble.yaml.
 
-    `models` maps model specs to loaded models (tests, or a caller that holds them already).
+    `models` maps model specs to loaded models (tests, or a caller that holds them already). With
+    `itm_tokens`, a re-ranker that is also a member gets its image tokens stored in that member's index.
     """
     from trafficsearch.index.build import build_index
 
@@ -655,6 +660,14 @@ def build_ensemble_index(
             raise IndexError_(
                 f"member {m.name!r} is not merged yet (other ranks still running)", path=index_dir
             )
+    if itm_tokens and config.rerank:  # m2-fast: the re-ranker's image tokens beside its member's index
+        for m in config.members:
+            if m.model != config.rerank.model:
+                continue
+            model = models.get(m.model) or load_member_model(m.model, device=device)
+            if hasattr(model, "itm_image_tokens") and not has_itm_tokens(member_index_dir(out, m), model):
+                write_itm_tokens(member_index_dir(out, m), model, progress=progress)
+            break
     save_ensemble(config, out / ENSEMBLE_FILE)
     return out
 

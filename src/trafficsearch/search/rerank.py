@@ -154,6 +154,12 @@ class ItmRerankStage:
         # a scorer that takes ViT tokens (BlipRetrieval) gets them cached per image; others get pixels
         self.uses_tokens = hasattr(model, "itm_image_tokens") and hasattr(model, "itm_scores_tokens")
         self.pixels = PixelCache(self._load_features, cache_size)
+        # stored ITM tokens (search/itm_tokens.py), read instead of decoding + encoding the candidates
+        self.stored: Any = None
+        if self.uses_tokens and data is not None and hasattr(data, "manifest"):
+            from trafficsearch.search.itm_tokens import find_stored_tokens
+
+            self.stored = find_stored_tokens(data, model)
         self.chunk = max(1, cache_size // (2 * self.k))  # queries per pass: their candidates stay cached
 
     def _load_features(self, row: int) -> torch.Tensor:
@@ -162,6 +168,8 @@ class ItmRerankStage:
 
     def _features(self, rows: list[int]) -> torch.Tensor:
         """Stacked cached inputs for `rows`; missing images are decoded and (tokens) encoded in one batch."""
+        if self.stored is not None:
+            return self.stored.get(rows)
         missing = [r for r in dict.fromkeys(rows) if r not in self.pixels]
         if missing and self.uses_tokens:
             tokens = self.model.itm_image_tokens(torch.stack([self._load_row(r) for r in missing]))
