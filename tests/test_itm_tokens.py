@@ -90,7 +90,8 @@ def test_ensemble_index_stores_the_rerankers_tokens_and_the_engine_uses_them(tmp
 
     config = Path(__file__).resolve().parents[1] / "src/trafficsearch/configs/ensembles/tiny-test.yaml"
     make_color_gallery(tmp_path / "g", {f"i{i}.jpg": c for i, c in enumerate(["red", "blue", "green"] * 4)})
-    build_ensemble_index(config, tmp_path / "g", tmp_path / "plain", progress=False, workers=0, itm_tokens=False)
+    build = {"progress": False, "workers": 0}
+    build_ensemble_index(config, tmp_path / "g", tmp_path / "plain", itm_tokens=False, **build)
     build_ensemble_index(config, tmp_path / "g", tmp_path / "fast", progress=False, workers=0)
     assert not list((tmp_path / "plain").rglob(TOKENS_FILE))
     assert len(list((tmp_path / "fast").rglob(TOKENS_FILE))) == 1
