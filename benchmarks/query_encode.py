@@ -139,8 +139,8 @@ def main() -> None:
         "# Cold query encoding",
         "",
         f"{len(texts)} distinct real val texts (packaged labels). Speed: {args.timed} distinct texts, one "
-        "per call, encoders interleaved per text; q/s = 1000 / p50. cos: cosine to PyTorch fp32; top-10: overlap "
-        "of each text's top 10 over a gallery of the fp32 embeddings of all texts (first 1,000 texts). "
+        "per call, encoders interleaved per text; q/s = 1000 / p50. cos: cosine to PyTorch fp32; top-10: "
+        "overlap of each text's top 10 over a gallery of the fp32 embeddings of all texts (first 1,000). "
         "BLIP-small has random weights (same cost as trained).",
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores (shared; load average {os.getloadavg()[0]:.1f}), "
