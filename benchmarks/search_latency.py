@@ -307,15 +307,18 @@ def main() -> None:
             for r in exact
         ],
         "",
-        "| n | method | recall@10 | p50 ms | p99 ms | queries/s |",
-        "|---|---|---|---|---|---|",
-        *[
-            f"| {r['n']:,} | {r['method']} | {r['recall@10']:.3f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-            f"{r['qps']:.0f} |"
-            for r in rows
-        ],
-        "",
     ]
+    if rows:
+        lines += [
+            "| n | method | recall@10 | p50 ms | p99 ms | queries/s |",
+            "|---|---|---|---|---|---|",
+            *[
+                f"| {r['n']:,} | {r['method']} | {r['recall@10']:.3f} | {r['p50_ms']:.2f} | "
+                f"{r['p99_ms']:.2f} | {r['qps']:.0f} |"
+                for r in rows
+            ],
+            "",
+        ]
     atomic_write_text(RESULTS / f"search_latency{suffix}.md", "\n".join(lines))
 
 
