@@ -316,7 +316,7 @@ def create_app(
                 "content": {"application/json": {"schema": request_model.model_json_schema()}},
             }
         },
-        responses=responses(*errors_common, 404, 413, 429),
+        responses=responses(*errors_common, 404, 413, 429, 500),
     )
     async def search(request: Request) -> JSONResponse:
         token_id = service.identify(request)

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trafficsearch.serve.errors import ApiError, responses, validation_response
-from trafficsearch.serve.schemas import JsonInt
+from trafficsearch.serve.schemas import JsonInt, json_int
 from trafficsearch.serve.service import Query, Service, decode_image
 
 MAX_RESULT_IDS = 100_000
@@ -30,7 +30,7 @@ def knn_request_model(max_k: int) -> type[BaseModel]:
     class KnnRequest(BaseModel):
         """clip-retrieval's /knn-service body (exactly one of text, image, embedding_input is used)."""
 
-        model_config = ConfigDict(extra="ignore", title="KnnRequest", regex_engine="python-re")
+        model_config = ConfigDict(extra="ignore", strict=True, title="KnnRequest", regex_engine="python-re")
 
         text: Annotated[str, Field(max_length=2000)] | None = None
         image: Annotated[str, Field(max_length=8 * 1024 * 1024)] | None = Field(
@@ -41,8 +41,8 @@ def knn_request_model(max_k: int) -> type[BaseModel]:
         )
         embedding_input: Annotated[list[float], Field(min_length=1, max_length=4096)] | None = None
         modality: Literal["image", "text"] = "image"
-        num_images: Annotated[JsonInt, Field(ge=1, le=max_k)] = 40
-        num_result_ids: Annotated[JsonInt, Field(ge=1, le=MAX_RESULT_IDS)] | None = None
+        num_images: json_int(1, max_k) = 40
+        num_result_ids: json_int(1, MAX_RESULT_IDS) | None = None
         indice_name: Annotated[str, Field(max_length=200)] | None = None
         use_mclip: Ignored = None
         deduplicate: Ignored = None
@@ -55,8 +55,8 @@ def knn_request_model(max_k: int) -> type[BaseModel]:
 
 
 class MetadataRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore", title="MetadataRequest")
-    ids: Annotated[list[Annotated[JsonInt, Field(ge=0, le=2**63 - 1)]], Field(max_length=1000)]
+    model_config = ConfigDict(extra="ignore", strict=True, title="MetadataRequest")
+    ids: Annotated[list[json_int(0, 2**63 - 1)], Field(max_length=1000)]
     indice_name: Annotated[str, Field(max_length=200)] | None = None
 
 
@@ -118,7 +118,7 @@ def add_clip_routes(
                 "content": {"application/json": {"schema": knn_model.model_json_schema()}},
             }
         },
-        responses=responses(400, 401, 413, 422, 429),
+        responses=responses(400, 401, 413, 422, 429, 500),
     )
     async def knn_service(request: Request) -> JSONResponse:
         token_id = service.identify(request)

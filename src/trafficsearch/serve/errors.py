@@ -120,6 +120,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "Request body too large",
         422: "A field is invalid (FastAPI's list form, one item per problem)",
         429: "Rate limit exceeded for this token; see Retry-After",
+        500: "The engine failed (e.g. out of memory): not caused by the request",
     }
     return {s: {"model": ErrorResponse, "description": text.get(s, "Error")} for s in statuses}
 

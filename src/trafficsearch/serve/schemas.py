@@ -30,9 +30,17 @@ def _integral(value: Any) -> Any:
 
 
 JsonInt = Annotated[int, BeforeValidator(_integral)]
+
+
+def json_int(ge: int, le: int) -> Any:
+    """An integer in [ge, le] that also takes 83.0. (Bounds must sit in the same Annotated as the
+    validator: nested, pydantic writes them to the schema as unknown 'ge'/'le' keys.)"""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_integral)]
+
+
 Scalar = (
     Annotated[str, Field(max_length=200)]
-    | Annotated[JsonInt, Field(ge=-MAX_FILTER_INT, le=MAX_FILTER_INT)]
+    | json_int(-MAX_FILTER_INT, MAX_FILTER_INT)
     | Annotated[float, Field(allow_inf_nan=False)]
     | bool
     | None
@@ -148,7 +156,7 @@ def search_request_model(max_k: int, max_text_len: int) -> type[SearchRequestBas
         image: Annotated[str, Field(min_length=1, max_length=MAX_IMAGE_B64)] | None = Field(
             None, description="Search by example: a JPEG/PNG file, base64-encoded (as clip-retrieval sends)."
         )
-        image_id: Annotated[JsonInt, Field(ge=0, le=MAX_ID)] | None = Field(
+        image_id: json_int(0, MAX_ID) | None = Field(
             None, description='"More like this": the id of a gallery image (its stored vectors are used).'
         )
         image_weight: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
@@ -160,10 +168,8 @@ def search_request_model(max_k: int, max_text_len: int) -> type[SearchRequestBas
         boost_weight: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
             0.3, description="Weight of each boost phrase relative to the query."
         )
-        k: Annotated[JsonInt, Field(ge=1, le=max_k)] = Field(10, description="How many images to return.")
-        offset: Annotated[JsonInt, Field(ge=0, le=MAX_OFFSET)] = Field(
-            0, description="Skip this many results first (paging)."
-        )
+        k: json_int(1, max_k) = Field(10, description="How many images to return.")
+        offset: json_int(0, MAX_OFFSET) = Field(0, description="Skip this many results first (paging).")
         kind: Kind | None = Field(None, description="Only pedestrians or only vehicles; null for both.")
         where: Where | None = Field(None)
         rerank: bool = Field(False, description="Re-rank the top candidates with the ITM head (text only).")
@@ -239,6 +245,9 @@ def describe_errors(errors: list[dict], allowed: list[str] | None = None) -> str
             parts.append(f"unknown field '{where}'{hint}")
             continue
         message = str(error.get("msg", "invalid value"))
+        pattern = (error.get("ctx") or {}).get("pattern")
+        if error.get("type") == "string_pattern_mismatch" and pattern == r"\S":
+            message = "text is empty or only whitespace"
         if message.startswith("Value error, "):
             message = message[len("Value error, ") :]
         if error.get("type") in ("model_type", "dict_type") and not where:

@@ -152,6 +152,10 @@ class Service:
             raise ApiError(400, exc.one_line(), loc=["body", exc.field] if exc.field else ["body"]) from exc
         except (OverflowError, ValueError) as exc:  # e.g. a filter value sqlite cannot hold
             raise ApiError(400, f"cannot search with this request: {exc}", loc=["body"]) from exc
+        except ApiError:
+            raise
+        except Exception as exc:  # the engine failed (out of memory, ...): not the request's fault
+            raise ApiError(500, f"search failed: {type(exc).__name__}: {exc}", type="engine_error") from exc
         return list(hits)[query.offset : depth]
 
     def _example(self, query: Query, depth: int) -> list[Any]:
