@@ -152,3 +152,44 @@ def test_clip_retrieval_client_gets_text_and_image_results(real: dict, tmp_path:
         },
     )
     assert refused.status_code == 400 and "never fetches" in refused.json()["detail"][0]["msg"]
+
+
+def test_ensemble_example_search_is_fused_like_text(tmp_path: Path) -> None:
+    import yaml
+
+    from trafficsearch.search import fusion
+    from trafficsearch.search.ensemble import build_ensemble_index, open_ensemble_engine
+
+    models = {"color0": ColorModel(0), "color2": ColorModel(2)}
+    gallery = {f"v{i:02d}.jpg": COLORS[i % len(COLORS)] for i in range(16)}
+    make_color_gallery(tmp_path / "g", gallery)
+    config = {
+        "name": "two-colours",
+        "normalization": "zscore",
+        "members": [
+            {"name": "a", "model": "color0", "weight": 1.0},
+            {"name": "b", "model": "color2", "weight": 3.0},
+        ],
+    }
+    (tmp_path / "ens.yaml").write_text(yaml.safe_dump(config))
+    build_ensemble_index(
+        tmp_path / "ens.yaml", tmp_path / "g", tmp_path / "idx", models=models, progress=False, workers=0
+    )
+    engine = open_ensemble_engine(tmp_path / "idx", models=models)
+    # text through search_example ranks exactly as the engine's own fused text search
+    for text in ("a red car", "something purple"):
+        fused_text = [h.name for h in engine.search([text], k=16)[0]]
+        assert [h.name for h in search_example(engine, ExampleQuery(texts=[(text, 1.0)]), k=16)] == fused_text
+    # an image: each member encodes it with its own model; oracle fused here with numpy
+    image = Image.open(io.BytesIO(_png("orange")))
+    rows = []
+    for member in engine.first_stage.members:  # type: ignore[union-attr]
+        vectors = np.asarray(member.data.vectors, dtype=np.float32)[member._perm]
+        pixels = torch.stack([member.model.image_transform()(image)])
+        q = member.model.encode_images(pixels).numpy()
+        rows.append((q / np.linalg.norm(q)) @ vectors.T)
+    fused = fusion.fuse_rows(rows, [1.0, 3.0], "zscore")[0]
+    expected = [engine.data.metadata.names[i] for i in np.argsort(-fused, kind="stable")][:6]
+    got = [h.name for h in search_example(engine, ExampleQuery(images=[(image, 1.0)]), k=6)]
+    assert {gallery[n] for n in got[:2]} == {"orange"}
+    assert got == expected
