@@ -260,10 +260,21 @@ def create_app(
     app.state.thumbs = thumbs
     app.state.gallery_root = root
     app.state.service = service
+    async def authorize(request: Request) -> None:
+        """Runs before a route's own parameters are validated: no 422 (or 404) leaks to a caller without a
+        token. Image routes also take a signed URL (for <img src>)."""
+        if not service.auth:
+            return
+        path_id = request.path_params.get("image_id")
+        if path_id is not None:
+            q = request.query_params
+            if service.signer.verify(str(path_id), q.get("t"), q.get("exp"), q.get("sig")) is not None:
+                return
+        service.identify(request)
+
     # Shown in OpenAPI only when tokens are required (else clients and fuzzers would expect a 401).
-    secured = (
-        [Depends(HTTPBearer(auto_error=False, description="A token from --token-file"))] if tokens else []
-    )
+    bearer = HTTPBearer(auto_error=False, description="A token from --token-file")
+    secured = [Depends(bearer), Depends(authorize)] if tokens else []
     errors_common = (400, 401, 422)
 
     def resolve_image(image_id: str) -> Path:
