@@ -32,3 +32,12 @@ def infer_path() -> Path:
     if not path.is_file():
         pytest.skip(f"official baseline predictions not found at {path}")
     return path
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--regen-golden",
+        action="store_true",
+        default=False,
+        help="rewrite tests/golden/*.npz from the current code instead of comparing with them",
+    )
