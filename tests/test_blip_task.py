@@ -301,8 +301,8 @@ def test_train_runs_blip_end_to_end_and_resumes_exactly(tmp_path: Path) -> None:
 
     from safetensors.torch import load_file
 
+    from trafficsearch.testing.datasets import make_dataset
     from trafficsearch.train.loop import train
-    from trafficsearch.train.testing import make_dataset
 
     data = make_dataset(tmp_path / "data")
     full = train(_loop_cfg(data), tmp_path / "full", show_progress=False)

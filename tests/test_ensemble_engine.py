@@ -13,7 +13,6 @@ import yaml
 from trafficsearch.data.labels import read_labels, write_labels
 from trafficsearch.data.records import Record, VehicleAttributes
 from trafficsearch.errors import IndexError_
-from trafficsearch.index.testing import ColorModel, make_color_gallery
 from trafficsearch.search import fusion
 from trafficsearch.search.engine import SearchEngine
 from trafficsearch.search.ensemble import (
@@ -26,6 +25,7 @@ from trafficsearch.search.ensemble import (
     load_ensemble,
     open_ensemble_engine,
 )
+from trafficsearch.testing.color import ColorModel, make_color_gallery
 
 torch.set_num_threads(1)
 COLORS = ["red", "green", "blue", "yellow", "orange", "purple", "white", "black"]

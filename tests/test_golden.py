@@ -126,7 +126,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from trafficsearch.models.attributes import create_attribute_model
     from trafficsearch.models.blip import create_blip
     from trafficsearch.models.checkpoint import save_checkpoint
-    from trafficsearch.train.testing import make_split
+    from trafficsearch.testing.datasets import make_split
 
     root = tmp_path_factory.mktemp("golden")
     with _deterministic():

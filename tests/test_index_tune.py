@@ -58,9 +58,9 @@ def test_candidates_respect_training_size() -> None:
 
 
 def test_tune_index_dir_saves_choice_and_measurement(tmp_path: Path) -> None:
-    from trafficsearch.index.testing import ColorModel, make_color_gallery
     from trafficsearch.index.tune import tune_index_dir
     from trafficsearch.search import SearchEngine
+    from trafficsearch.testing.color import ColorModel, make_color_gallery
 
     colors = ["red", "green", "blue", "yellow", "white", "black", "orange", "purple"]
     make_color_gallery(tmp_path / "g", {f"{i:03d}.jpg": colors[i % len(colors)] for i in range(24)})

@@ -13,10 +13,10 @@ import yaml
 
 from trafficsearch.errors import ConfigError
 from trafficsearch.index import build_index
-from trafficsearch.index.testing import ColorModel, ColorTransform, make_color_gallery
 from trafficsearch.search.engine import SearchEngine
 from trafficsearch.search.rerank import ItmRerankStage, combine, merge_reranked
 from trafficsearch.search.stages import Candidates
+from trafficsearch.testing.color import ColorModel, ColorTransform, make_color_gallery
 
 torch.set_num_threads(1)
 

@@ -12,7 +12,6 @@ import torch
 from trafficsearch.data.labels import write_labels
 from trafficsearch.data.records import Record, VehicleAttributes
 from trafficsearch.demo import FULL_SYSTEM, compare_with_best_single
-from trafficsearch.index.testing import ColorModel, make_color_gallery
 from trafficsearch.search import fusion
 from trafficsearch.systems import (
     MemberIndex,
@@ -26,6 +25,7 @@ from trafficsearch.systems import (
     open_single,
     score_system,
 )
+from trafficsearch.testing.color import ColorModel, make_color_gallery
 
 torch.set_num_threads(1)
 COLORS = ["red", "green", "blue", "yellow", "orange", "purple", "white", "black"]

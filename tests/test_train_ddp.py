@@ -12,9 +12,9 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
+from trafficsearch.testing.datasets import TINY_CONFIG, make_dataset
 from trafficsearch.train.config import load_config
 from trafficsearch.train.loop import train
-from trafficsearch.train.testing import TINY_CONFIG, make_dataset
 
 COMMON = [
     "train.epochs=1",

@@ -11,9 +11,9 @@ import yaml
 from safetensors.torch import load_file
 
 from trafficsearch.errors import ConfigError
+from trafficsearch.testing.datasets import TINY_CONFIG, make_dataset
 from trafficsearch.train.config import load_config
 from trafficsearch.train.loop import train
-from trafficsearch.train.testing import TINY_CONFIG, make_dataset
 
 torch.set_num_threads(1)
 
