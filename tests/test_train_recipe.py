@@ -12,12 +12,12 @@ from safetensors.torch import load_file
 
 from trafficsearch.data.dataset import make_pairs
 from trafficsearch.data.labels import parse_line
+from trafficsearch.testing.datasets import TINY_CONFIG
 from trafficsearch.train.config import load_config
 from trafficsearch.train.contrastive import contrastive_loss
 from trafficsearch.train.dist import DistInfo
 from trafficsearch.train.loop import train
 from trafficsearch.train.loss import ContrastiveLoss, pair_targets
-from trafficsearch.train.testing import TINY_CONFIG, make_dataset
 
 torch.set_num_threads(1)
 PED = (
@@ -33,8 +33,8 @@ class Interrupt(Exception):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("tiny") / "data")
+def data(tiny_data):
+    return tiny_data
 
 
 def _cfg(data, *extra: str):
