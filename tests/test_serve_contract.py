@@ -23,8 +23,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from trafficsearch.serve.app import create_app
-from trafficsearch.serve.fake import FakeEngine  # r3-testing moves it to trafficsearch.testing.fake
 from trafficsearch.serve.security import Token
+from trafficsearch.testing.fake_engine import FakeEngine
 
 ROOT = Path(__file__).parent
 
@@ -40,8 +40,8 @@ def _secured_real_app(tmp: Path):  # noqa: ANN202
     import torch
 
     from trafficsearch.index import build_index
-    from trafficsearch.index.testing import ColorModel, make_color_gallery
     from trafficsearch.search.engine import SearchEngine
+    from trafficsearch.testing.color import ColorModel, make_color_gallery
 
     torch.set_num_threads(1)
     make_color_gallery(tmp / "g", {f"{c}.jpg": c for c in ("red", "blue", "green", "white")})

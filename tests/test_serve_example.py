@@ -16,11 +16,11 @@ import torch
 from PIL import Image
 
 from trafficsearch.index import build_index
-from trafficsearch.index.testing import COLOR_WORDS, ColorModel, make_color_gallery
 from trafficsearch.search.engine import SearchEngine
 from trafficsearch.search.example import ExampleQuery, search_example
 from trafficsearch.serve.app import create_app
 from trafficsearch.serve.server import serve_in_thread
+from trafficsearch.testing.color import COLOR_WORDS, ColorModel, make_color_gallery
 
 torch.set_num_threads(2)
 COLORS = ["red", "blue", "green", "white", "black", "yellow", "orange", "purple"]

@@ -14,8 +14,8 @@ from trafficsearch.cli.serve_commands import exposure_options
 from trafficsearch.errors import ConfigError
 from trafficsearch.serve.app import create_app
 from trafficsearch.serve.audit import AuditLog
-from trafficsearch.serve.fake import FakeEngine  # r3-testing moves it to trafficsearch.testing.fake
 from trafficsearch.serve.security import RateLimiter, Token, TokenCheck, UrlSigner, load_tokens, parse_rate
+from trafficsearch.testing.fake_engine import FakeEngine
 
 ALICE = Token("alice", "a" * 24)
 BOB = Token("bob", "b-secret-0123456789")

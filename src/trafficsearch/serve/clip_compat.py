@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from trafficsearch.serve.bodies import parse_json, read_body
 from trafficsearch.serve.errors import ApiError, responses, validation_response
 from trafficsearch.serve.schemas import JsonInt, json_int
 from trafficsearch.serve.service import Query, Service, decode_image
@@ -83,8 +84,6 @@ def add_clip_routes(
     secured: list[Any],
     hit_dict: Callable[..., dict[str, Any]],
 ) -> None:
-    from trafficsearch.serve.app import parse_json, read_body
-
     knn_model = knn_request_model(max_k)
 
     def check_index(name: str | None) -> None:
