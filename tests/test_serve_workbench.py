@@ -141,6 +141,19 @@ def test_workbench(browser, served, tmp_path: Path) -> None:  # noqa: ANN001
     page.keyboard.press("Escape")
     page.wait_for_function("() => !document.getElementById('viewer').open")
 
+    # camera and time filters go to the API as `where` (this index stores no cameras: nothing matches)
+    page.fill("#camera", "c001, c002")
+    page.fill("#time-from", "0")
+    page.press("#q", "Enter")
+    page.wait_for_function("() => location.search.includes('camera=')")
+    page.wait_for_function("() => document.getElementById('empty').textContent.startsWith('No images match')")
+    assert page.eval_on_selector_all("#results li", "els => els.length") == 0
+    page.fill("#camera", "")
+    page.fill("#time-from", "")
+    page.press("#q", "Enter")
+    page.wait_for_function("() => !location.search.includes('camera=')")
+    page.wait_for_function("() => document.querySelectorAll('#results li').length === 4")
+
     # exports: current results as competition JSON and CSV, and a whole query file
     with page.expect_download() as got:
         page.click("#download")
