@@ -15,6 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
+from trafficsearch.data.labels import write_labels
+from trafficsearch.data.records import Record, VehicleAttributes
 from trafficsearch.index import build_index
 from trafficsearch.search.engine import SearchEngine
 from trafficsearch.serve.app import create_app
@@ -26,6 +28,7 @@ torch.set_num_threads(2)
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 COLORS = ["red", "blue", "green", "white", "black", "yellow", "orange", "purple"]
+PEDESTRIAN = "1,0,1,0,1,0,0,0,0,0,0,1,0,1,0,0,0,0,0,0,0"
 TOKEN = Token("analyst", "s3cret-token-0123456789")
 SHOTS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -35,9 +38,25 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium at
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> SearchEngine:
     root = tmp_path_factory.mktemp("bench")
-    names = {f"{c}{i}.jpg": c for i in range(3) for c in COLORS}
-    make_color_gallery(root / "gallery", names, size=(48, 64))
-    build_index(root / "gallery", root / "idx", ColorModel(), workers=0, progress=False)
+    # per colour: two vehicles (wide crops) and a pedestrian (a tall one), labelled with their kind
+    vehicles = {f"{c}{i}.jpg": c for i in range(2) for c in COLORS}
+    pedestrians = {f"{c}2.jpg": c for c in COLORS}
+    make_color_gallery(root / "gallery", vehicles, size=(96, 64))
+    make_color_gallery(root / "gallery", pedestrians, size=(40, 96))
+    records = [
+        Record(n, "vehicle", "Audi.", f"A {c} Audi.", vehicle=VehicleAttributes(c, "Audi"))
+        for n, c in vehicles.items()
+    ]
+    records += [
+        Record(
+            n, "pedestrian", PEDESTRIAN, "A female pedestrian.", vector=tuple(map(int, PEDESTRIAN.split(",")))
+        )
+        for n in pedestrians
+    ]
+    write_labels(records, root / "labels.txt")
+    build_index(
+        root / "gallery", root / "idx", ColorModel(), labels=root / "labels.txt", workers=0, progress=False
+    )
     return SearchEngine.open(root / "idx", model=ColorModel())
 
 
@@ -172,8 +191,11 @@ def test_workbench(browser, served, tmp_path: Path) -> None:  # noqa: ANN001
     assert {_colour(n) for n in exported["results"][0]["image_names"][:3]} == {"yellow"}
     if mode == "loopback":
         page.fill("#q", "A female pedestrian in a green shirt with a backpack")
-        page.fill("#k", "8")
+        page.fill("#k", "6")
         page.press("#q", "Enter")
+        page.wait_for_function("() => location.search.includes('female')")
+        page.click("#parsed .chip:text-is('Backpack')")
+        page.wait_for_selector("#parsed .chip.on:text-is('Backpack')")
         page.wait_for_function(
             "() => [...document.querySelectorAll('#results img')].every(i => i.naturalWidth > 0)"
         )
