@@ -17,6 +17,7 @@ from PIL import Image
 
 from trafficsearch.data.labels import write_labels
 from trafficsearch.data.records import Record, VehicleAttributes
+from trafficsearch.eval.submission import read_submission
 from trafficsearch.index import build_index
 from trafficsearch.search.engine import SearchEngine
 from trafficsearch.serve.app import create_app
@@ -187,6 +188,9 @@ def test_workbench(browser, served, tmp_path: Path) -> None:  # noqa: ANN001
     with page.expect_download() as first_download:
         page.set_input_files("#queries", str(queries))
     exported = json.loads(Path(first_download.value.path()).read_text())
+    checked = read_submission(Path(first_download.value.path()), queries=["a yellow car", "a black car"])
+    assert checked.texts == ["a yellow car", "a black car"]  # the library reader accepts the export
+    assert checked.ranked_names[0] == exported["results"][0]["image_names"]
     assert [r["text"] for r in exported["results"]] == ["a yellow car", "a black car"]
     assert {_colour(n) for n in exported["results"][0]["image_names"][:3]} == {"yellow"}
     if mode == "loopback":

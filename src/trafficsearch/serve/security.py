@@ -95,7 +95,8 @@ class TokenCheck:
     """Bearer-token lookup in constant time per token (every token is compared, match or not)."""
 
     def __init__(self, tokens: Iterable[Token]) -> None:
-        self.tokens = [(t.id, t.secret.encode("utf-8")) for t in tokens]
+        # Digests, not secrets, are compared: equal lengths, so not even a secret's length leaks.
+        self.tokens = [(t.id, hashlib.sha256(t.secret.encode("utf-8")).digest()) for t in tokens]
 
     def __bool__(self) -> bool:
         return bool(self.tokens)
@@ -107,7 +108,7 @@ class TokenCheck:
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             return None
-        offered = value.strip().encode("utf-8", "surrogateescape")
+        offered = hashlib.sha256(value.strip().encode("utf-8", "surrogateescape")).digest()
         found = None
         for token_id, secret in self.tokens:
             if hmac.compare_digest(offered, secret) and found is None:
