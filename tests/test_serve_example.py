@@ -193,3 +193,32 @@ def test_ensemble_example_search_is_fused_like_text(tmp_path: Path) -> None:
     got = [h.name for h in search_example(engine, ExampleQuery(images=[(image, 1.0)]), k=6)]
     assert {gallery[n] for n in got[:2]} == {"orange"}
     assert got == expected
+
+
+def test_camera_and_time_filters_reach_the_engine(tmp_path: Path) -> None:
+    """The page's camera/time filter format, on an index whose metadata holds cameras and times (as the
+    city-scale indexing writes them; filled here directly in the metadata database)."""
+    import sqlite3
+
+    names = {f"{c}{i}.jpg": c for i in range(4) for c in ("red", "blue")}
+    make_color_gallery(tmp_path / "g", names)
+    build_index(tmp_path / "g", tmp_path / "idx", ColorModel(), workers=0, progress=False)
+    (db_path,) = (tmp_path / "idx").glob("metadata.*.sqlite")
+    with sqlite3.connect(db_path) as db:
+        for name in names:
+            i = int(name[-5])
+            db.execute(
+                "UPDATE images SET camera = ?, time = ? WHERE name = ?", (f"c{i % 2:03d}", 100 * i, name)
+            )
+    engine = SearchEngine.open(tmp_path / "idx", model=ColorModel())
+    app = create_app(engine, batch_window_ms=0)
+    where = {"camera": ["c001"], "time": {"gte": 150, "lte": 400}}  # cameras c001: i = 1, 3 -> times 100, 300
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        text = client.post("/search", json={"text": "red", "k": 8, "where": where}).json()
+        assert [h["name"] for h in text["hits"]] == ["red3.jpg", "blue3.jpg"]
+        assert text["where"] == where
+        image = base64.b64encode(_png("blue")).decode()
+        by_image = client.post("/search", json={"image": image, "k": 8, "where": where}).json()
+        assert [h["name"] for h in by_image["hits"]] == ["blue3.jpg", "red3.jpg"]
+        none = client.post("/search", json={"text": "red", "where": {"camera": "c999"}}).json()
+        assert none["hits"] == []
