@@ -174,5 +174,6 @@ def test_every_error_status_is_documented_with_the_one_shape() -> None:
                 assert op["responses"][code]["content"]["application/json"]["schema"]["$ref"] == ref
     assert "404" in spec["paths"]["/images/{image_id}"]["get"]["responses"]
     assert "404" in spec["paths"]["/thumbs/{image_id}"]["get"]["responses"]
+    assert "#/$defs/" not in json.dumps(spec)  # every reference resolves inside the OpenAPI document
     item = spec["components"]["schemas"]["ErrorItem"]
     assert set(item["required"]) == {"loc", "msg", "type"}

@@ -222,3 +222,21 @@ def test_camera_and_time_filters_reach_the_engine(tmp_path: Path) -> None:
         assert [h["name"] for h in by_image["hits"]] == ["blue3.jpg", "red3.jpg"]
         none = client.post("/search", json={"text": "red", "where": {"camera": "c999"}}).json()
         assert none["hits"] == []
+
+
+def test_knn_service_embedding_input_and_index_name(real: dict) -> None:
+    engine, client = real["engine"], real["client"]
+    target = engine.search(["something orange"], k=1)[0][0]
+    vector = engine.vector(target.id).tolist()
+    body = {"embedding_input": vector, "num_images": 2, "modality": "image", "indice_name": "trafficsearch"}
+    hits = client.post("/knn-service", json=body).json()
+    assert hits[0]["id"] == target.id and hits[0]["similarity"] == pytest.approx(1.0, abs=1e-3)
+    short = client.post("/knn-service", json={**body, "embedding_input": vector[:-1]})
+    assert short.status_code == 422 and short.json()["detail"][0]["loc"] == ["body", "embedding_input"]
+    unknown = client.post("/knn-service", json={**body, "indice_name": "laion5B"})
+    assert unknown.status_code == 422 and "trafficsearch" in unknown.json()["detail"][0]["msg"]
+    text = client.post("/knn-service", json={"text": "red", "modality": "text", "num_images": 2})
+    assert text.status_code == 400 and "caption index" in text.json()["detail"][0]["msg"]
+    spec = client.get("/openapi.json").json()
+    knn = spec["paths"]["/knn-service"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert knn["properties"]["embedding_input"]["anyOf"][0]["maxItems"] == len(vector)

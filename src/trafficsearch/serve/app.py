@@ -44,6 +44,7 @@ from trafficsearch.serve.schemas import (
     Health,
     SearchRequestBase,
     SearchResponse,
+    body_schema,
     search_request_model,
     where_conditions,
 )
@@ -267,7 +268,7 @@ def create_app(
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": request_model.model_json_schema()}},
+                "content": {"application/json": {"schema": body_schema(request_model)}},
             }
         },
         responses=responses(*errors_common, 404, 413, 429, 500),

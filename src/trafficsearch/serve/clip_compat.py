@@ -20,14 +20,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trafficsearch.serve.bodies import parse_json, read_body
 from trafficsearch.serve.errors import ApiError, responses, validation_response
-from trafficsearch.serve.schemas import JsonInt, json_int
+from trafficsearch.serve.schemas import JsonInt, body_schema, json_int
 from trafficsearch.serve.service import Query, Service, decode_image
 
 MAX_RESULT_IDS = 100_000
 Ignored = JsonInt | float | str | bool | None
 
 
-def knn_request_model(max_k: int) -> type[BaseModel]:
+def knn_request_model(
+    max_k: int, index_name: str = "trafficsearch", dim: int | None = None
+) -> type[BaseModel]:
+    """The request model with this service's limits: its index name, k, and the embedding size."""
+    names = Literal[(index_name, "")]  # type: ignore[valid-type]  # clip-front sends "" before it knows
+    dims = {"min_length": dim, "max_length": dim} if dim else {"min_length": 1, "max_length": 4096}
+
     class KnnRequest(BaseModel):
         """clip-retrieval's /knn-service body (exactly one of text, image, embedding_input is used)."""
 
@@ -40,11 +46,11 @@ def knn_request_model(max_k: int) -> type[BaseModel]:
         image_url: Annotated[str, Field(max_length=2000)] | None = Field(
             None, description="Refused when set: the service never fetches URLs."
         )
-        embedding_input: Annotated[list[float], Field(min_length=1, max_length=4096)] | None = None
+        embedding_input: Annotated[list[float], Field(**dims)] | None = None
         modality: Literal["image", "text"] = "image"
         num_images: json_int(1, max_k) = 40
         num_result_ids: json_int(1, MAX_RESULT_IDS) | None = None
-        indice_name: Annotated[str, Field(max_length=200)] | None = None
+        indice_name: names | None = None  # type: ignore[valid-type]
         use_mclip: Ignored = None
         deduplicate: Ignored = None
         use_safety_model: Ignored = None
@@ -55,10 +61,15 @@ def knn_request_model(max_k: int) -> type[BaseModel]:
     return KnnRequest
 
 
-class MetadataRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore", strict=True, title="MetadataRequest")
-    ids: Annotated[list[json_int(0, 2**63 - 1)], Field(max_length=1000)]
-    indice_name: Annotated[str, Field(max_length=200)] | None = None
+def metadata_request_model(index_name: str) -> type[BaseModel]:
+    names = Literal[(index_name, "")]  # type: ignore[valid-type]
+
+    class MetadataRequest(BaseModel):
+        model_config = ConfigDict(extra="ignore", strict=True, title="MetadataRequest")
+        ids: Annotated[list[json_int(0, 2**63 - 1)], Field(max_length=1000)]
+        indice_name: names | None = None  # type: ignore[valid-type]
+
+    return MetadataRequest
 
 
 class KnnResult(BaseModel):
@@ -84,16 +95,10 @@ def add_clip_routes(
     secured: list[Any],
     hit_dict: Callable[..., dict[str, Any]],
 ) -> None:
-    knn_model = knn_request_model(max_k)
-
-    def check_index(name: str | None) -> None:
-        if name not in (None, "", index_name):
-            raise ApiError(
-                400,
-                f"unknown indice_name {name[:60]!r}; this service has {index_name!r} (see /indices-list)",
-                loc=["body", "indice_name"],
-                type="unknown_index",
-            )
+    info_dim = service.engine.info().get("dim")
+    single = getattr(service.engine, "first_stage", None) is None
+    knn_model = knn_request_model(max_k, index_name, int(info_dim) if info_dim and single else None)
+    metadata_model = metadata_request_model(index_name)
 
     @app.get(
         "/indices-list",
@@ -114,7 +119,7 @@ def add_clip_routes(
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": knn_model.model_json_schema()}},
+                "content": {"application/json": {"schema": body_schema(knn_model)}},
             }
         },
         responses=responses(400, 401, 413, 422, 429, 500),
@@ -129,7 +134,6 @@ def add_clip_routes(
             body: Any = knn_model.model_validate(payload)
         except ValidationError as exc:
             return validation_response(exc.errors(include_url=False))
-        check_index(body.indice_name)
         if body.modality == "text":
             raise ApiError(
                 400,
@@ -180,7 +184,7 @@ def add_clip_routes(
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": MetadataRequest.model_json_schema()}},
+                "content": {"application/json": {"schema": body_schema(metadata_model)}},
             }
         },
         responses=responses(400, 401, 413, 422),
@@ -191,10 +195,9 @@ def add_clip_routes(
             await read_body(request, 1024 * 1024), '{"ids": [0, 1], "indice_name": "trafficsearch"}'
         )
         try:
-            body = MetadataRequest.model_validate(payload)
+            body: Any = metadata_model.model_validate(payload)
         except ValidationError as exc:
             return validation_response(exc.errors(include_url=False))
-        check_index(body.indice_name)
         base = str(request.base_url).rstrip("/")
         out = []
         for image_id in body.ids:

@@ -230,6 +230,27 @@ class Health(BaseModel):
     batching: dict[str, int]
 
 
+def body_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema with its `$defs` inlined, for a route's `openapi_extra` request body: there a
+    `#/$defs/...` reference would point at the OpenAPI document's root and resolve to nothing."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return inline(
+                    {**defs[ref.removeprefix("#/$defs/")], **{k: v for k, v in node.items() if k != "$ref"}}
+                )
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)
+
+
 def describe_errors(errors: list[dict], allowed: list[str] | None = None) -> str:
     """pydantic/FastAPI error list -> one readable line ("field 'k': Input should be ...; ...")."""
     parts = []
@@ -263,6 +284,7 @@ __all__ = [
     "ParsedOut",
     "SearchRequestBase",
     "SearchResponse",
+    "body_schema",
     "describe_errors",
     "search_request_model",
     "where_conditions",
