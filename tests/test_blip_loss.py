@@ -7,14 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from trafficsearch.errors import ConfigError
-from trafficsearch.models.blip import (
-    TEMP_MAX,
-    TEMP_MIN,
-    BlipRetrieval,
+from trafficsearch.models.blip import TEMP_MAX, TEMP_MIN, BlipRetrieval, create_blip
+from trafficsearch.train.blip_loss import (
     as_id_tensor,
     blip_features,
     blip_itc_itm_loss,
-    create_blip,
     positive_mask,
     sample_hard_negatives,
 )
