@@ -412,7 +412,8 @@ def train_epoch(run: Run, progress: Progress, bar: Any, on_step: StepHook | None
             pixels=normalize_uint8(pixels_u8.to(run.device, non_blocking=True), run.pre),
             texts=[run.pairs.texts[i] for i in idx],
             records=[run.pairs.records[i] for i in idx],
-            image_ids=torch.tensor([run.pairs.image_of[i] for i in idx], device=run.device),
+            # built on the host and sent without a stream sync (torch.tensor(..., device=cuda) waits)
+            image_ids=torch.tensor([run.pairs.image_of[i] for i in idx]).to(run.device, non_blocking=True),
         )
         logged = run.stepper.step(batch, run.step)
         run.step += 1
