@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from trafficsearch.errors import DataError
+from trafficsearch.testing.datasets import TINY_CONFIG, make_dataset
 from trafficsearch.train.__main__ import main
 from trafficsearch.train.config import load_config
 from trafficsearch.train.loop import train
-from trafficsearch.train.testing import TINY_CONFIG, make_dataset
 
 torch.set_num_threads(1)
 

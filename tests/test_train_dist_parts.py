@@ -13,13 +13,13 @@ import torch
 import torch.distributed as tdist
 from safetensors.torch import load_file
 
+from trafficsearch.testing.datasets import TINY_CONFIG, make_dataset
 from trafficsearch.train import dist as dist_mod
 from trafficsearch.train.checkpoints import STATE_FILE, CheckpointSaver
 from trafficsearch.train.clip_task import ClipTask
 from trafficsearch.train.config import load_config
 from trafficsearch.train.dist import DistInfo, GradReducer
 from trafficsearch.train.loop import train
-from trafficsearch.train.testing import TINY_CONFIG, make_dataset
 
 torch.set_num_threads(1)
 

@@ -13,10 +13,10 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from trafficsearch.testing.datasets import TINY_CONFIG, make_split
 from trafficsearch.train.config import BUILTIN_CONFIGS, load_config
 from trafficsearch.train.loop import train
 from trafficsearch.train.stages import stage_plan
-from trafficsearch.train.testing import TINY_CONFIG, make_split
 
 torch.set_num_threads(1)
 SEED_CONFIGS = sorted((BUILTIN_CONFIGS / "seed").glob("*.yaml"))

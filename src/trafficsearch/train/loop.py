@@ -268,7 +268,12 @@ def _epoch_batches(cfg: Config, pairs: TrainPairs, dist: DistInfo) -> EpochBatch
 
 
 def _pairs(cfg: Config, records: list[Record]) -> TrainPairs:
-    return make_pairs(records, vehicles=cfg.data.prompts.vehicles, pedestrians=cfg.data.prompts.pedestrians)
+    return make_pairs(
+        records,
+        vehicles=cfg.data.prompts.vehicles,
+        pedestrians=cfg.data.prompts.pedestrians,
+        vehicle_form=cfg.data.prompts.vehicle_form,
+    )
 
 
 def setup(
