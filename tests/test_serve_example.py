@@ -233,6 +233,8 @@ def test_knn_service_embedding_input_and_index_name(real: dict) -> None:
     assert hits[0]["id"] == target.id and hits[0]["similarity"] == pytest.approx(1.0, abs=1e-3)
     short = client.post("/knn-service", json={**body, "embedding_input": vector[:-1]})
     assert short.status_code == 422 and short.json()["detail"][0]["loc"] == ["body", "embedding_input"]
+    huge = client.post("/knn-service", json={**body, "embedding_input": [1e300] * len(vector)})
+    assert huge.status_code == 422  # float32 would overflow to inf and the scores to NaN
     unknown = client.post("/knn-service", json={**body, "indice_name": "laion5B"})
     assert unknown.status_code == 422 and "trafficsearch" in unknown.json()["detail"][0]["msg"]
     text = client.post("/knn-service", json={"text": "red", "modality": "text", "num_images": 2})

@@ -46,7 +46,9 @@ def knn_request_model(
         image_url: Annotated[str, Field(max_length=2000)] | None = Field(
             None, description="Refused when set: the service never fetches URLs."
         )
-        embedding_input: Annotated[list[float], Field(**dims)] | None = None
+        embedding_input: Annotated[list[Annotated[float, Field(ge=-1e30, le=1e30)]], Field(**dims)] | None = (
+            None
+        )
         modality: Literal["image", "text"] = "image"
         num_images: json_int(1, max_k) = 40
         num_result_ids: json_int(1, MAX_RESULT_IDS) | None = None
