@@ -28,11 +28,11 @@ from trafficsearch.data.labels import read_labels
 from trafficsearch.index import build_index
 from trafficsearch.index.itm_tokens import write_itm_tokens
 from trafficsearch.index.store import open_index
-from trafficsearch.index.testing import ColorModel
 from trafficsearch.ioutil import atomic_write_json, atomic_write_text
 from trafficsearch.resources import extract_val_labels
 from trafficsearch.search.rerank import ItmRerankStage
 from trafficsearch.search.stages import Candidates
+from trafficsearch.testing.color import ColorModel
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -13,9 +13,9 @@ import torch
 
 from trafficsearch.index import build_index
 from trafficsearch.index.itm_tokens import TOKENS_FILE, has_itm_tokens, load_itm_tokens, write_itm_tokens
-from trafficsearch.index.testing import ColorModel, make_color_gallery
 from trafficsearch.search.engine import SearchEngine
 from trafficsearch.search.rerank import ItmRerankStage
+from trafficsearch.testing.color import ColorModel, make_color_gallery
 
 torch.set_num_threads(1)
 TEXTS = ["A red car.", "A blue van.", "A green pedestrian."]

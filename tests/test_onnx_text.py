@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from trafficsearch.errors import ConfigError
-from trafficsearch.index.testing import ColorModel
 from trafficsearch.models import onnx_text
 from trafficsearch.search.cache import encode_queries
+from trafficsearch.testing.color import ColorModel
 
 torch.set_num_threads(1)
 TEXTS = [
