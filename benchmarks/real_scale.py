@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -204,17 +205,23 @@ def stage_loader(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     dataset = AugmentedImages(records, work / "data/train/train_images", cfg)
     batch = 32
     loader = DataLoader(dataset, batch_size=batch, num_workers=int(workers), shuffle=False)
+    self_cpu = cpu_seconds(resource.RUSAGE_SELF)
     it = iter(loader)
-    next(it)  # worker start-up and the first batch are not throughput
+    n_all = len(next(it)[0])  # worker start-up and the first batch are not wall-clock throughput
     start, n = time.perf_counter(), 0
     for pixels, _ in it:
         n += len(pixels)
     seconds = time.perf_counter() - start
+    del it  # joins the workers: their CPU time is now in RUSAGE_CHILDREN
+    cpu = cpu_seconds(resource.RUSAGE_SELF) - self_cpu + cpu_seconds(resource.RUSAGE_CHILDREN)
     return {
         "config": config,
         "workers": int(workers),
         "images": n,
         "images_per_s": round(n / seconds, 1),
+        # what one core does, whatever else runs on the machine: images over the CPU seconds spent on
+        # them by the workers (decode, pad, crop, RandAugment) and the main process (collation)
+        "images_per_cpu_s": round((n_all + n) / cpu, 1),
         "augment": {
             "transform": cfg.data.transform,
             "crop_scale": cfg.data.crop_scale,
@@ -222,6 +229,11 @@ def stage_loader(work: Path, args: argparse.Namespace) -> dict[str, Any]:
             "randaugment": bool(cfg.data.randaugment),
         },
     }
+
+
+def cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def member_specs(work: Path) -> dict[str, str]:
@@ -355,6 +367,9 @@ def main() -> int:
     parser.add_argument("--loader-images", type=int, default=None, help="default 2000 x min(1, 10 x scale)")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers for index builds")
     parser.add_argument("--name", default=None, help="results file stem (default real_scale[_scale])")
+    parser.add_argument(
+        "--only-loader", action="store_true", help="re-measure the loader rows of an existing results file"
+    )
     parser.add_argument("--stage", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--stage-arg", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -397,15 +412,11 @@ def rehearse(args: argparse.Namespace) -> int:
         cached = make_data(work, scale, loader_images)["cached"]
     data_s = round(time.perf_counter() - start, 1)
     console.print(f"data: {'cached' if cached else f'written in {data_s} s'} under {work / 'data'}")
+    name = args.name or ("real_scale" if scale == 1.0 else f"real_scale_{scale:g}")
+    if args.only_loader:
+        return refresh_loader(RESULTS / f"{name}.json", args, env, log, record)
     record("labels", run_stage("labels", "", args, env, log))
-    loader = []
-    for config in LOADER_CONFIGS:
-        for workers in (1, 2):
-            loader.append(
-                record(
-                    f"loader {config} w{workers}", run_stage("loader", f"{config}:{workers}", args, env, log)
-                )
-            )
+    loader = [record(*r) for r in loader_rows(args, env, log)]
     record("models (tiny checkpoints)", run_stage("models", "", args, env, log))
     for member in MEMBERS:
         record(f"index:{member}", run_stage("index", member, args, env, log))
@@ -448,12 +459,38 @@ def rehearse(args: argparse.Namespace) -> int:
     }
     cores = cores_per_gpu(loader)
     result = {"machine": info, "summary": summary, "stages": rows, "cores_per_gpu": cores}
-    name = args.name or ("real_scale" if scale == 1.0 else f"real_scale_{scale:g}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_json(RESULTS / f"{name}.json", result)
     md = markdown(result, args)
     atomic_write_text(RESULTS / f"{name}.md", md)
     console.print(md)
+    return 0
+
+
+def loader_rows(args: argparse.Namespace, env: dict, log: Path) -> list[tuple[str, dict[str, Any]]]:
+    rows = []
+    for config in LOADER_CONFIGS:
+        for workers in (1, 2):
+            row = run_stage("loader", f"{config}:{workers}", args, env, log)
+            rows.append((f"loader {config} w{workers}", row))
+    return rows
+
+
+def refresh_loader(path: Path, args: argparse.Namespace, env: dict, log: Path, record: Any) -> int:
+    """--only-loader: re-measure the loader rows of an existing results file (the rest is kept)."""
+    from trafficsearch.ioutil import atomic_write_json, atomic_write_text
+
+    result = json.loads(path.read_text())
+    fresh = {stage: record(stage, row) for stage, row in loader_rows(args, env, log)}
+    result["stages"] = [fresh.get(r["stage"], r) for r in result["stages"]]
+    result["cores_per_gpu"] = cores_per_gpu(list(fresh.values()))
+    result["loader_rerun"] = {
+        "command": f"python benchmarks/real_scale.py --scale {args.scale:g} --work {args.work} --only-loader",
+        "load_avg_1m": os.getloadavg()[0],
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    atomic_write_json(path, result)
+    atomic_write_text(path.with_suffix(".md"), markdown(result, args))
     return 0
 
 
@@ -475,7 +512,10 @@ def gpu_rates() -> tuple[dict[str, float], str]:
 
 def cores_per_gpu(loader: list[dict[str, Any]]) -> dict[str, Any]:
     rates, source = gpu_rates()
-    per_core = {r["config"]: r["images_per_s"] for r in loader if r["workers"] == 1}
+    per_core: dict[str, float] = {}
+    for config in LOADER_CONFIGS:
+        measured = [r["images_per_cpu_s"] for r in loader if r["config"] == config]
+        per_core[config] = round(sum(measured) / len(measured), 1)
     rows = []
     for config in SEED_CONFIGS:
         data_as = "vit-h-14-a" if config == "vit-h-14-b" else config
@@ -515,7 +555,7 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
     for r in result["stages"]:
         note = ""
         if "images_per_s" in r:
-            note = f"{r['images_per_s']} img/s, {r['workers']} worker(s)"
+            note = f"{r['images_per_s']} img/s wall, {r.get('images_per_cpu_s', '?')} img/CPU-s"
         elif "pairs" in r:
             note = f"{r['labels']:,} labels -> {r['pairs']:,} pairs"
         elif "member" in r:
@@ -528,10 +568,11 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
         f"distinct-queries x gallery float32 matrix would be {s['one_full_qxg_float32_matrix_gib']:.2f} GiB "
         "per member. The submission was read back with eval.submission.read_submission (10 names per line).",
         "",
-        "Cores one GPU needs for the seed's augmentation at 224 px "
-        f"(GPU rate: {result['cores_per_gpu']['gpu_rate_source']}):",
+        "Cores one GPU needs for the seed's augmentation at 224 px: loader images per CPU-second (decode, "
+        "pad, crop/RandAugment in the workers + collation; mean of the 1- and 2-worker runs, so other jobs "
+        f"on the machine do not count), GPU rate: {result['cores_per_gpu']['gpu_rate_source']}.",
         "",
-        "| seed config | loader img/s per core | GPU img/s | cores per GPU |",
+        "| seed config | loader img per CPU-s | GPU img/s | cores per GPU |",
         "|---|---:|---:|---:|",
     ]
     for r in result["cores_per_gpu"]["rows"]:
@@ -539,6 +580,13 @@ def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
             f"| {r['config']} | {r['loader_images_per_s_per_core']} | {r['gpu_images_per_s']:g} | "
             f"{r['cores_needed']} |"
         )
+    rerun = result.get("loader_rerun")
+    if rerun:
+        lines += [
+            "",
+            f"The loader rows were re-measured on {rerun['when']} (load average {rerun['load_avg_1m']:.1f}): "
+            f"`{rerun['command']}`.",
+        ]
     return "\n".join(lines) + "\n"
 
 
