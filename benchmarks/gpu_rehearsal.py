@@ -315,6 +315,8 @@ def _train_once(
         **peak(device),
     }
     del stepper
+    for p in task.module.parameters():
+        p.grad = None  # a kept model must not hold the last step's gradients into the next part
     if name == "vit-h-14-b":
         keep["clip"] = task.wrapped  # encoded with next (fp32 weights, as the index path loads them)
     if name == "blip-large":
