@@ -13,10 +13,10 @@ import torch
 from trafficsearch.data.labels import write_labels
 from trafficsearch.data.records import Record, VehicleAttributes
 from trafficsearch.index import build_index
-from trafficsearch.index.testing import ColorModel, make_color_gallery
 from trafficsearch.search.engine import SearchEngine
 from trafficsearch.serve.app import create_app
 from trafficsearch.serve.server import serve_in_thread
+from trafficsearch.testing.color import ColorModel, make_color_gallery
 
 torch.set_num_threads(2)
 PEDESTRIAN = "1,0,1,0,1,0,0,0,0,0,0,0,0,1,0,0,0,0,0,0,0"
@@ -88,6 +88,7 @@ def test_real_index_unknown_ids_and_health(real: dict) -> None:
     health = client.get("/healthz").json()
     assert health == {
         "ok": True,
+        "auth": False,
         "count": len(real["names"]),
         "model": "color-test-v0",
         "batching": health["batching"],
