@@ -11,7 +11,7 @@ Random weights, nothing downloaded. Per configs/seed/*.yaml, at the seed's GLOBA
   the context length, an upper bound on the text cost), batch 320;
 - blip-large: ViT-L/16 + BERT-base BLIP, ITC + hard-negative ITM (no momentum queue: models/blip.py has
   none), fp32, gradient checkpointing as the seed config, batch 96.
-Each runs the project's training step (train.loop.Stepper with the config's task, optimiser, precision);
+Each runs the project's training step (train.optim.Stepper with the config's task, optimiser, precision);
 a config that runs out of memory is retried once with gradient checkpointing. Then `build_index` (the
 `trafficsearch index` path: DataLoader workers, shards, FAISS merge) of 2,000 JPEGs with strategy B's
 model, and ItmRerankStage (the `submit --rerank` path) with the BLIP model over that index.
@@ -272,7 +272,7 @@ def _train_once(
 ) -> dict:
     from trafficsearch.data.records import Record
     from trafficsearch.train.dist import DistInfo
-    from trafficsearch.train.loop import Stepper
+    from trafficsearch.train.optim import Stepper
     from trafficsearch.train.task import Batch
 
     reset_peak(device)
@@ -309,7 +309,7 @@ def _train_once(
         "steps": steps,
         "step_s": round(seconds / steps, 3),
         "samples_per_s": round(batch * steps / seconds, 1),
-        "loss_finite": bool(torch.isfinite(torch.tensor(loss))),
+        "loss_finite": bool(torch.isfinite(torch.as_tensor(loss)).item()),
         "build_s": round(build_s, 1),
         **extra,
         **peak(device),
