@@ -29,6 +29,7 @@ from trafficsearch.index import build_index
 from trafficsearch.index.itm_tokens import write_itm_tokens
 from trafficsearch.index.store import open_index
 from trafficsearch.ioutil import atomic_write_json, atomic_write_text
+from trafficsearch.models import onnx_text
 from trafficsearch.resources import extract_val_labels
 from trafficsearch.search.rerank import ItmRerankStage
 from trafficsearch.search.stages import Candidates
@@ -68,20 +69,28 @@ def main() -> None:
         stored = ItmRerankStage(blip, data, k=args.k, form="seed")
         assert live.stored is None and stored.stored is not None
         texts = val_texts(args.queries, tmp)
-        times: dict[str, list[float]] = {"encode at query time": [], "stored tokens": []}
+        names = ("encode at query time", "stored tokens", "stored tokens + ONNX ITM head")
+        times: dict[str, list[float]] = {name: [] for name in names}
+        os.environ.pop(onnx_text.ENV, None)
+        os.environ[onnx_text.ENV] = "onnx"
+        assert onnx_text.itm_head(blip) is not None
+        os.environ.pop(onnx_text.ENV)
         worst = 0.0
         for text in [texts[0], *texts]:  # the first is a warm-up, dropped
             rows = rng.choice(data.count, args.k, replace=False)
             cand = Candidates(rows.astype(np.int64), np.linspace(1, 0.5, args.k).astype(np.float32))
             out = {}
-            for name, stage in (("encode at query time", live), ("stored tokens", stored)):
+            for name, stage in zip(names, (live, stored, stored), strict=True):
+                if "ONNX" in name:
+                    os.environ[onnx_text.ENV] = "onnx"
                 with stage.pixels.cold():
                     t0 = time.perf_counter()
                     out[name] = stage([text], [cand])[0]
                     times[name].append((time.perf_counter() - t0) * 1000)
-            worst = max(
-                worst, float(np.abs(out["stored tokens"].scores - out["encode at query time"].scores).max())
-            )
+                os.environ.pop(onnx_text.ENV, None)
+            for name in names[1:]:
+                diff = np.abs(out[name].scores - out["encode at query time"].scores).max()
+                worst = max(worst, float(diff))
         per_image = int(np.prod(entry["shape"][1:])) * 2
     rows = []
     base = float(np.median(times["encode at query time"][1:]))
@@ -123,7 +132,8 @@ def main() -> None:
         f"{args.queries} real val texts, candidates drawn from {args.images} traffic-crop-like JPEGs), "
         f"`{args.config}` with random weights. 'encode at query time' decodes the K images and runs the ViT "
         "(what every cold query paid before); 'stored tokens' reads them from the index "
-        "(`ensemble index` writes them for the re-ranker's member). Interleaved per query, one run.",
+        "(`ensemble index` writes them for the re-ranker's member); '+ ONNX ITM head' also runs the ITM head "
+        "in ONNX Runtime (TRAFFICSEARCH_QUERY_ENCODER=onnx). Interleaved per query, one run.",
         "",
         f"Tokens: {entry['shape'][1]} x {entry['shape'][2]} fp16 = {per_image:,} bytes per image; "
         f"written at {args.images / write_s:.0f} images/s; largest score difference {worst:.1e}.",

@@ -60,3 +60,26 @@ def test_opt_in_only_and_uncovered_models_keep_pytorch(monkeypatch: pytest.Monke
     monkeypatch.setenv(onnx_text.ENV, "tensorrt")
     with pytest.raises(ConfigError, match="TRAFFICSEARCH_QUERY_ENCODER"):
         onnx_text.backend()
+
+
+def test_onnx_itm_head_scores_like_pytorch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trafficsearch.models.blip import create_blip
+
+    blip = create_blip("blip-tiny", seed=0).eval()
+    torch.manual_seed(0)
+    pixels = torch.rand(len(TEXTS), 3, blip.image_size, blip.image_size)
+    tokens = blip.itm_image_tokens(pixels)
+    want = blip.itm_scores_tokens(TEXTS, tokens)
+    monkeypatch.delenv(onnx_text.ENV, raising=False)
+    assert onnx_text.itm_head(blip) is None  # opt-in only
+    monkeypatch.setenv(onnx_text.ENV, "onnx")
+    head = onnx_text.itm_head(blip)
+    assert isinstance(head, onnx_text.OnnxItmHead) and onnx_text.itm_head(blip) is head
+    torch.testing.assert_close(head(TEXTS, tokens), want, atol=1e-4, rtol=1e-4)  # texts of mixed lengths
+    torch.testing.assert_close(
+        head(TEXTS, tokens, probabilities=True),
+        blip.itm_scores_tokens(TEXTS, tokens, probabilities=True),
+        atol=1e-5,
+        rtol=1e-4,
+    )
+    assert onnx_text.itm_head(ColorModel()) is None

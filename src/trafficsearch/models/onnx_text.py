@@ -151,3 +151,99 @@ def query_encoder(model: Any) -> Callable[[Sequence[str]], np.ndarray] | None:
             return _encoders[model]
     except TypeError:  # not weak-referenceable
         return None
+
+
+class _BlipItm(nn.Module):
+    """(ids, mask, image tokens) -> BLIP ITM logits [N, 2] (`[ENC]` written over `[CLS]` inside)."""
+
+    def __init__(self, blip: nn.Module) -> None:
+        super().__init__()
+        self.blip = blip
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, tokens: torch.Tensor
+    ) -> torch.Tensor:
+        return self.blip.itm_logits(input_ids, attention_mask, tokens)
+
+
+class OnnxItmHead:
+    """BLIP's ITM head (text encoder with cross-attention over stored image tokens) in ONNX Runtime:
+    `itm_scores_tokens` of BlipRetrieval, pair i = text i with image tokens i."""
+
+    def __init__(self, blip: Any, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.blip = weakref.proxy(blip)
+        tok = blip.tokenizer(["a red car", "a pedestrian in a white shirt"])
+        width = int(blip.hf.config.vision_config.hidden_size)
+        size = int(blip.image_size) // int(blip.hf.config.vision_config.patch_size)
+        tokens = torch.zeros(2, size * size + 1, width)
+        buffer = io.BytesIO()
+        wrapper = _BlipItm(blip)
+        was_training = blip.training
+        blip.eval()
+        try:
+            with torch.no_grad():
+                torch.onnx.export(
+                    wrapper,
+                    (tok.input_ids, tok.attention_mask, tokens),
+                    buffer,
+                    input_names=["input_ids", "attention_mask", "tokens"],
+                    output_names=["logits"],
+                    dynamic_axes={
+                        "input_ids": {0: "pairs", 1: "length"},
+                        "attention_mask": {0: "pairs", 1: "length"},
+                        "tokens": {0: "pairs", 1: "image_tokens"},
+                    },
+                    opset_version=17,
+                    dynamo=False,
+                )
+        finally:
+            blip.train(was_training)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads or torch.get_num_threads())
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+
+    def __call__(
+        self, texts: Sequence[str], image_tokens: torch.Tensor, *, probabilities: bool = False
+    ) -> torch.Tensor:
+        texts = list(texts)
+        if not texts:
+            return torch.zeros(0)
+        distinct = list(dict.fromkeys(texts))
+        where = {text: i for i, text in enumerate(distinct)}
+        which = np.array([where[t] for t in texts])
+        tok = self.blip.tokenizer(distinct)
+        ids = tok.input_ids.numpy().astype(np.int64)[which]
+        mask = tok.attention_mask.numpy().astype(np.int64)[which]
+        width = int(mask.sum(axis=1).max())
+        feed = {
+            "input_ids": np.ascontiguousarray(ids[:, :width]),
+            "attention_mask": np.ascontiguousarray(mask[:, :width]),
+            "tokens": np.ascontiguousarray(image_tokens.float().numpy()),
+        }
+        logits = torch.from_numpy(self.session.run(None, feed)[0])
+        return logits.softmax(-1)[:, 1] if probabilities else logits[:, 1]
+
+
+_itm: weakref.WeakKeyDictionary[Any, OnnxItmHead | None] = weakref.WeakKeyDictionary()
+
+
+def itm_head(model: Any) -> OnnxItmHead | None:
+    """The ONNX ITM head of a BLIP model when TRAFFICSEARCH_QUERY_ENCODER=onnx (else, or on failure, None)."""
+    if (
+        backend() != "onnx"
+        or not hasattr(model, "itm_logits")
+        or str(getattr(model, "device", "cpu")) != "cpu"
+    ):
+        return None
+    with _lock:
+        if model not in _itm:
+            try:
+                _itm[model] = OnnxItmHead(model)
+            except Exception as exc:  # noqa: BLE001 - any exporter failure keeps the working path
+                log.warning("ONNX export of the ITM head failed (%s); re-ranking with PyTorch", exc)
+                _itm[model] = None
+        return _itm[model]

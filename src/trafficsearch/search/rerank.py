@@ -28,6 +28,7 @@ import torch
 
 from trafficsearch.errors import ConfigError
 from trafficsearch.index.images import SkipImage, load_rgb
+from trafficsearch.models import onnx_text
 from trafficsearch.search.stages import Candidates
 
 FORMS = ("seed", "itm_prob", "weighted")
@@ -209,7 +210,10 @@ class ItmRerankStage:
             return {key: candidates[i] for key, i in unique}
         features = self._features(rows)
         probabilities = self.form == "itm_prob"
-        if self.uses_tokens:
+        fast = onnx_text.itm_head(self.model) if self.uses_tokens else None  # m2-fast: opt-in ONNX head
+        if fast is not None:
+            itm = fast(pairs_text, features, probabilities=probabilities)
+        elif self.uses_tokens:
             itm = self.model.itm_scores_tokens(  # type: ignore[attr-defined]
                 pairs_text, features, batch_size=self.batch_size, probabilities=probabilities
             )
