@@ -8,16 +8,32 @@ import sys
 import typer
 from rich.console import Console
 
+from trafficsearch import __version__
 from trafficsearch.errors import TrafficSearchError
 
 app = typer.Typer(
     name="trafficsearch",
     help="Find pedestrians and vehicles in traffic-camera crops from a text description.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
 )
 err_console = Console(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"trafficsearch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Find pedestrians and vehicles in traffic-camera crops from a text description."""
 
 # Modules that add commands to `app` (each defines `register(app)`); imported lazily so that a broken
 # optional area never hides the others.

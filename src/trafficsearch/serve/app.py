@@ -24,6 +24,7 @@ from PIL import Image
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
+from trafficsearch import __version__
 from trafficsearch.errors import ConfigError, TrafficSearchError
 from trafficsearch.serve.batcher import Engine, MicroBatcher
 from trafficsearch.serve.schemas import Health, SearchResponse, describe_errors, search_request_model
@@ -120,8 +121,11 @@ def create_app(
     max_batch: int = 32,
     gallery_root: str | Path | None = None,
     thumb_cache_bytes: int = 64 * 1024 * 1024,
+    rerank_default: bool = True,
 ) -> FastAPI:
-    """Build the service for `engine`; `gallery_root` defaults to the engine's (see gallery_root_of)."""
+    """Build the service for `engine`; `gallery_root` defaults to the engine's (see gallery_root_of).
+
+    A request without `rerank` re-ranks when `rerank_default` is on and the engine has a re-ranker."""
     if max_k < 1 or max_text_len < 1:
         raise ConfigError("max_k and max_text_len must be at least 1")
     root = Path(gallery_root) if gallery_root is not None else gallery_root_of(engine)
@@ -133,6 +137,7 @@ def create_app(
     model = info.get("model")
     model_name = model if isinstance(model, str) or model is None else json.dumps(model, sort_keys=True)
 
+    default_rerank = bool(rerank_default and getattr(engine, "rerank_stages", None))
     batcher = MicroBatcher(engine, window_ms=batch_window_ms, max_batch=max_batch)
     thumbs = ThumbnailCache(thumb_cache_bytes)
     request_model = search_request_model(max_k, max_text_len)
@@ -146,7 +151,7 @@ def create_app(
     app = FastAPI(
         title="trafficsearch",
         summary="Find pedestrians and vehicles in traffic-camera crops from a text description.",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
         docs_url=None,  # served below from the bundled Swagger UI: offline-first, no CDN
         redoc_url=None,
@@ -201,7 +206,8 @@ def create_app(
             )
         started = time.perf_counter()
         try:
-            hits = await batcher.search(query.text, query.k, query.kind, query.rerank)
+            rerank = default_rerank if query.rerank is None else query.rerank
+            hits = await batcher.search(query.text, query.k, query.kind, rerank)
         except TrafficSearchError as exc:
             raise HTTPException(400, exc.one_line()) from exc
         except Exception as exc:
@@ -212,7 +218,7 @@ def create_app(
                 "text": query.text,
                 "k": query.k,
                 "kind": query.kind,
-                "rerank": query.rerank,
+                "rerank": rerank,
                 "took_ms": round((time.perf_counter() - started) * 1000.0, 3),
                 "hits": [_hit_dict(hit, prefix) for hit in hits],
             }

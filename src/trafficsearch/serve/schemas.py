@@ -17,7 +17,7 @@ class SearchRequestBase(BaseModel):
     text: str
     k: int = 10
     kind: Kind | None = None
-    rerank: bool = False
+    rerank: bool | None = None
 
     @field_validator("text")
     @classmethod
@@ -43,7 +43,11 @@ def search_request_model(max_k: int, max_text_len: int) -> type[SearchRequestBas
         )
         k: int = Field(10, ge=1, le=max_k, description="How many images to return.")
         kind: Kind | None = Field(None, description="Only pedestrians or only vehicles; null for both.")
-        rerank: bool = Field(False, description="Re-rank the top candidates with the ITM head (slower).")
+        rerank: bool | None = Field(
+            None,
+            description="Re-rank the top candidates with the ITM head (slower); null: the server's default "
+            "(on when the index has a re-ranker, unless started with --no-rerank).",
+        )
 
     return SearchRequest
 
