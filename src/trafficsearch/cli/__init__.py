@@ -35,6 +35,7 @@ def _root(
 ) -> None:
     """Find pedestrians and vehicles in traffic-camera crops from a text description."""
 
+
 # Modules that add commands to `app` (each defines `register(app)`); imported lazily so that a broken
 # optional area never hides the others.
 COMMAND_MODULES = (

@@ -16,7 +16,7 @@ from rich.progress import Progress
 from rich.table import Table
 from typer.core import TyperGroup
 
-from trafficsearch.cli.options import device_option, k_option, kind_option, rerank_option, pick_device
+from trafficsearch.cli.options import device_option, k_option, kind_option, pick_device, rerank_option
 from trafficsearch.errors import TrafficSearchError
 
 console = Console()
@@ -236,7 +236,7 @@ def search(
     device: str = device_option(),
     as_json: bool = typer.Option(False, "--json", help="Print hits as JSON."),
 ) -> None:
-    """Print the top-k images for a text query with their scores (re-ranked when the index has a re-ranker)."""
+    """Print the top-k images for a text query with their scores (re-ranked if the index has a re-ranker)."""
     from trafficsearch.search.engine import SearchEngine
 
     device = pick_device(device)

@@ -45,18 +45,33 @@ def state_digest(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _preprocess_of(model: nn.Module, kind: str) -> Preprocess:
-    cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
-    size = cfg.get("size", model.visual.image_size)
+# open_clip's eval resize modes and the project's geometry that does the same
+_KIND_OF_RESIZE_MODE = {"shortest": "openclip", "longest": "pad", "squash": "stretch"}
+
+
+def _preprocess_of(model: nn.Module, kind: str | None) -> Preprocess:
+    """Eval preprocessing from open_clip's `model.visual.preprocess_cfg` (its PreprocessCfg fields).
+
+    kind=None keeps the model's own geometry (a pretrained tag's resize_mode and fill_color); a kind that a
+    config asks for (e.g. the seed's "pad") replaces only the geometry, keeping mean/std/interpolation.
+    """
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+    cfg = PreprocessCfg(**merge_preprocess_dict(PreprocessCfg(), getattr(model.visual, "preprocess_cfg", {})))
+    size = cfg.size if cfg.size else model.visual.image_size
     if isinstance(size, list | tuple):
         size = size[0]
-    interpolation = cfg.get("interpolation", "bicubic")
+    own = _KIND_OF_RESIZE_MODE.get(cfg.resize_mode, "openclip")
+    fill = int(cfg.fill_color or 0) if kind is None and own == "pad" else 0
+    mean = tuple(float(x) for x in (cfg.mean if isinstance(cfg.mean, list | tuple) else (cfg.mean,) * 3))
+    std = tuple(float(x) for x in (cfg.std if isinstance(cfg.std, list | tuple) else (cfg.std,) * 3))
     return Preprocess(
-        kind=kind,
+        kind=own if kind is None else kind,
         image_size=int(size),
-        mean=tuple(cfg.get("mean", Preprocess().mean)),
-        std=tuple(cfg.get("std", Preprocess().std)),
-        interpolation=interpolation if interpolation in ("bicubic", "bilinear") else "bicubic",
+        mean=mean,
+        std=std,
+        interpolation=cfg.interpolation if cfg.interpolation in ("bicubic", "bilinear") else "bicubic",
+        fill=fill,
     )
 
 
@@ -326,10 +341,14 @@ def create_clip(
     name: str,
     pretrained: str | None = None,
     *,
-    transform: str = "pad",
+    transform: str | None = None,
     device: str | torch.device = "cpu",
 ) -> OpenClipModel:
-    """Create any open_clip model by name: pretrained = tag (may download), local weights file, or None."""
+    """Create any open_clip model by name: pretrained = tag (may download), local weights file, or None.
+
+    transform=None: a tag keeps open_clip's own preprocessing for it (resize_mode, fill_color, mean/std,
+    interpolation); a weights file or random init gets the project's pad-to-square. A transform given
+    (a training config's data.transform) replaces the geometry only."""
     cfg = registry.get_model_config(name)
     if pretrained and not os.path.isfile(pretrained):
         import open_clip
@@ -356,4 +375,4 @@ def create_clip(
             source={"pretrained": pretrained, "checkpoint": None, "weights_sha256": None},
             device=device,
         )
-    return build_from_config(name, cfg, pretrained=pretrained, transform=transform, device=device)
+    return build_from_config(name, cfg, pretrained=pretrained, transform=transform or "pad", device=device)

@@ -34,9 +34,9 @@ def resolve_device(name: str | torch.device | None = "auto", field: str = "--dev
             f"unknown device {text!r}: expected auto, cpu, cuda, cuda:N or mps", field=field
         ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {text!r} requested but CUDA is not available (use --device auto)", field=field)
+        raise ConfigError(f"device {text!r}: CUDA is not available (use --device auto)", field=field)
     if device.type == "mps" and not _mps_available():
-        raise ConfigError(f"device {text!r} requested but MPS is not available (use --device auto)", field=field)
+        raise ConfigError(f"device {text!r}: MPS is not available (use --device auto)", field=field)
     return text
 
 
