@@ -47,6 +47,7 @@ COMMAND_MODULES = (
     "trafficsearch.cli.ensemble_commands",
     "trafficsearch.cli.serve_commands",
     "trafficsearch.cli.demo_commands",
+    "trafficsearch.cli.doctor_commands",
 )
 
 
@@ -67,7 +68,7 @@ _register_all()
 def main() -> None:
     """Entry point: user errors become one red line and exit code 2, never a traceback."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as n here
     except TrafficSearchError as exc:
         err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -85,6 +86,8 @@ def main() -> None:
             raise
         show()
         sys.exit(getattr(exc, "exit_code", 2))
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from trafficsearch.data.transforms import Preprocess, build_transform
 from trafficsearch.errors import ConfigError
 from trafficsearch.models import registry
 from trafficsearch.models.base import RetrievalModel
+from trafficsearch.models.requirements import missing_error
 
 log = logging.getLogger(__name__)
 
@@ -282,8 +283,26 @@ def _tokenizer_for(name: str, model_cfg: dict[str, Any]) -> Callable[..., torch.
     if hf_tok:
         from open_clip.tokenizer import HFTokenizer
 
-        return HFTokenizer(hf_tok, context_length=text.get("context_length", 77))
+        try:
+            return HFTokenizer(hf_tok, context_length=text.get("context_length", 77))
+        except OSError as exc:  # not in the local Hugging Face cache (offline), or a folder without it
+            raise missing_error(f"the {hf_tok} tokenizer (tokenizer.json + config.json)", exc) from exc
     return open_clip.get_tokenizer(name)
+
+
+def _text_files_missing(cfg: dict[str, Any], exc: OSError) -> ConfigError:
+    """An OSError while open_clip builds an HF text tower: its config/weights are not on disk."""
+    hf_name = cfg.get("text_cfg", {}).get("hf_model_name") or "the text tower"
+    return missing_error(f"the Hugging Face files of {hf_name} (config.json, weights)", exc)
+
+
+def _tag_missing(name: str, tag: str, exc: Exception) -> ConfigError:
+    import open_clip
+
+    from trafficsearch.models.requirements import tag_need
+
+    need = tag_need(name, tag, open_clip.get_pretrained_cfg(name, tag))
+    return missing_error(f"{name} weights for tag {tag!r} ({need.location})", exc, field="model.pretrained")
 
 
 def build_from_config(
@@ -321,6 +340,8 @@ def build_from_config(
             )
         finally:
             root_logger.setLevel(level)
+    except OSError as exc:
+        raise _text_files_missing(cfg, exc) from exc
     except RuntimeError as exc:
         raise ConfigError(
             f"cannot create open_clip model {name!r} with pretrained={pretrained!r}: {exc}"
@@ -361,10 +382,19 @@ def create_clip(
                 field="model.pretrained",
             )
         # A tag: let open_clip resolve its weights and preprocessing under the real model name.
+        root_logger = logging.getLogger()
+        level = root_logger.level
+        root_logger.setLevel(logging.CRITICAL)  # open_clip logs a failed download before raising it
         try:
             model = open_clip.create_model(name, pretrained=pretrained, device="cpu")
+        except OSError as exc:
+            raise _text_files_missing(cfg, exc) from exc
         except RuntimeError as exc:
+            if "Failed to download" in str(exc):  # offline and not in the cache
+                raise _tag_missing(name, pretrained, exc) from exc
             raise ConfigError(f"cannot load {name} weights {pretrained!r}: {exc}") from exc
+        finally:
+            root_logger.setLevel(level)
         model.eval()
         return OpenClipModel(
             model,
