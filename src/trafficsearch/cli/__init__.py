@@ -68,7 +68,8 @@ _register_all()
 def main() -> None:
     """Entry point: user errors become one red line and exit code 2, never a traceback."""
     try:
-        code = app(standalone_mode=False)  # a command's typer.Exit(n) comes back as n here
+        # one program name however it is started (script or python -m): usage lines and completion agree
+        code = app(standalone_mode=False, prog_name="trafficsearch")  # typer.Exit(n) comes back as n
     except TrafficSearchError as exc:
         err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
         sys.exit(2)
