@@ -12,8 +12,8 @@ import torch
 from trafficsearch.cli import main
 from trafficsearch.data.labels import write_queries
 from trafficsearch.eval.submission import read_submission
-from trafficsearch.index.testing import make_color_gallery
 from trafficsearch.search.engine import SearchEngine
+from trafficsearch.testing.color import make_color_gallery
 
 torch.set_num_threads(2)
 CONFIG = Path(__file__).resolve().parents[1] / "src/trafficsearch/configs/ensembles/tiny-test.yaml"

@@ -44,7 +44,7 @@ from trafficsearch.models.bert_tokenizer import (
     TokenBatch,
     resolve_source,
 )
-from trafficsearch.models.requirements import DOCTOR_HINT
+from trafficsearch.models.missing import DOCTOR_HINT
 
 CONFIG_DIR = Path(__file__).parent / "blip_configs"
 BLIP_LARGE_ID = "Salesforce/blip-itm-large-coco"

@@ -24,7 +24,7 @@ from trafficsearch.data.transforms import Preprocess, build_transform
 from trafficsearch.errors import ConfigError
 from trafficsearch.models import registry
 from trafficsearch.models.base import RetrievalModel
-from trafficsearch.models.requirements import missing_error
+from trafficsearch.models.missing import missing_error
 
 log = logging.getLogger(__name__)
 
@@ -299,10 +299,9 @@ def _text_files_missing(cfg: dict[str, Any], exc: OSError) -> ConfigError:
 def _tag_missing(name: str, tag: str, exc: Exception) -> ConfigError:
     import open_clip
 
-    from trafficsearch.models.requirements import tag_need
-
-    need = tag_need(name, tag, open_clip.get_pretrained_cfg(name, tag))
-    return missing_error(f"{name} weights for tag {tag!r} ({need.location})", exc, field="model.pretrained")
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    where = f"hub: {cfg['hf_hub']}" if cfg.get("hf_hub") else cfg.get("url") or cfg.get("file", "?")
+    return missing_error(f"{name} weights for tag {tag!r} ({where})", exc, field="model.pretrained")
 
 
 def build_from_config(

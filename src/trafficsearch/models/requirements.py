@@ -2,8 +2,7 @@
 
 An offline GPU box can only load weights, tokenizers and configs that are already in the Hugging Face hub
 cache, open_clip's URL cache or a local folder. This module answers, per model, "which file, where must it
-be, is it there, and which command fetches it on a connected machine" (`trafficsearch doctor`), and turns a
-loader's raw OSError into one line that names what is missing (`missing_error`).
+be, is it there, and which command fetches it on a connected machine" (`trafficsearch doctor`).
 """
 
 from __future__ import annotations
@@ -14,14 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trafficsearch.errors import ConfigError
+from trafficsearch.models.missing import hub_cache_dir
 
 OPEN_CLIP_PREFIX = "open_clip:"
 BLIP_PREFIX = "blip:"
 OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")  # open_clip's order
 HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 CHECKPOINT_FILES = ("model.json", "weights.safetensors")
-DOCTOR_HINT = "run `trafficsearch doctor CONFIG` for the files and the commands that fetch them"
 
 
 @dataclass(frozen=True)
@@ -40,17 +38,6 @@ class Need:
 
 
 # ------------------------------------------------------------------------------------------- cache dirs
-def hub_cache_dir() -> Path:
-    """The huggingface_hub cache, read from the environment now (HF_HUB_CACHE, HF_HOME, XDG_CACHE_HOME)."""
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return Path(os.environ[var]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg).expanduser() / "huggingface" / "hub"
-
-
 def open_clip_url_cache() -> Path:
     """Where open_clip keeps weights it downloads by URL (tags without a hub repo)."""
     return Path.home() / ".cache" / "clip"
@@ -206,12 +193,3 @@ def spec_needs(spec: str, base: Path | None = None) -> list[Need]:
         name, _, pretrained = text[len(OPEN_CLIP_PREFIX) :].partition(":")
         return open_clip_needs(name, pretrained or None)
     return checkpoint_needs(_local(text, base), f"checkpoint {text}")
-
-
-def missing_error(what: str, exc: BaseException, field: str | None = None) -> ConfigError:
-    """A loader's OSError for files that are not on disk -> one line naming them and pointing to doctor."""
-    return ConfigError(
-        f"missing {what}: not in a local folder nor the Hugging Face hub cache {hub_cache_dir()} "
-        f"({type(exc).__name__}, offline); {DOCTOR_HINT}",
-        field=field,
-    )
