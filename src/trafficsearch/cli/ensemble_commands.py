@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from trafficsearch.cli.options import device_option, pick_device
+
 console = Console()
 err = Console(stderr=True)
 
@@ -28,11 +30,12 @@ def index_command(
     factory: str = typer.Option("Flat", "--factory", help="FAISS factory string for every member."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     workers: int = typer.Option(2, "--workers", min=0),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = device_option(),
 ) -> None:
     """Index the gallery once per member (each build resumes), then write OUT/ensemble.yaml."""
     from trafficsearch.search.ensemble import build_ensemble_index
 
+    device = pick_device(device)
     build_ensemble_index(
         config,
         gallery,
@@ -63,7 +66,7 @@ def fit_command(
         min=0.0,
         help="Least mAP@10 gain (0-1) a weight change must bring to be kept; guards a small split's noise.",
     ),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = device_option(),
 ) -> None:
     """Fit member weights on official mAP@10 (coordinate search) and save them into CONFIG (atomically).
 
@@ -90,7 +93,7 @@ def fit_command(
     except ValueError:
         raise ConfigError(f"expected comma-separated numbers, got {grid!r}", field="--grid") from None
     source = load_ensemble(config)
-    engine = SearchEngine.open(index, device=device)
+    engine = SearchEngine.open(index, device=pick_device(device))
     if [m.name for m in source.members] != [m.name for m in engine.model.config.members]:
         raise ConfigError("CONFIG and the index's ensemble.yaml name different members", path=config)
     records = read_labels(labels).records

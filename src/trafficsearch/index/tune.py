@@ -176,7 +176,9 @@ def tune_index_dir(
     unique = list(dict.fromkeys(texts))
     import torch
 
-    with torch.inference_mode():
+    from trafficsearch.models.device import inference_precision
+
+    with torch.inference_mode(), inference_precision(getattr(model, "device", "cpu")):
         queries = np.concatenate(
             [
                 model.encode_texts(unique[i : i + 256]).float().cpu().numpy()

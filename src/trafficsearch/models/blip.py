@@ -34,6 +34,7 @@ from trafficsearch.models.bert_tokenizer import (
     TokenBatch,
     resolve_source,
 )
+from trafficsearch.models.missing import DOCTOR_HINT
 
 CONFIG_DIR = Path(__file__).parent / "blip_configs"
 BLIP_LARGE_ID = "Salesforce/blip-itm-large-coco"
@@ -527,9 +528,10 @@ def _from_pretrained(hf_id: str, *, cache_dir: str | Path | None, local_files_on
             f"cache {cache_dir}" if cache_dir is not None else "Hugging Face cache (HF_HOME / HF_HUB_CACHE)"
         )
         raise ConfigError(
-            f"BLIP weights {hf_id!r} are not available offline: not a local folder and not in the {where}. "
-            f"Fetch them where there is internet (`hf download {hf_id}`) and copy the cache or folder here, "
-            f"or use a packaged config ({', '.join(list_blip_configs())})",
+            f"BLIP weights {hf_id!r} (config.json + model.safetensors) are not available offline: not a "
+            f"local folder and not in the {where}. Fetch them where there is internet (`hf download {hf_id} "
+            f"config.json model.safetensors`) and copy the cache or folder here, or use a packaged config "
+            f"({', '.join(list_blip_configs())}); {DOCTOR_HINT}",
             field="model.name",
         ) from exc
 

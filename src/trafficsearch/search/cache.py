@@ -13,8 +13,10 @@ import torch
 
 
 def encode_queries(model: Any, texts: Sequence[str]) -> np.ndarray:
-    """Query vectors of `model` as float32 numpy (what every TextCache of a model stores)."""
-    with torch.inference_mode():
+    """Query vectors of `model` as float32 numpy (what every TextCache stores); autocast on a GPU."""
+    from trafficsearch.models.device import inference_precision
+
+    with torch.inference_mode(), inference_precision(getattr(model, "device", "cpu")):
         return model.encode_texts(list(texts)).float().cpu().numpy()
 
 

@@ -28,6 +28,7 @@ import torch
 
 from trafficsearch.errors import ConfigError
 from trafficsearch.index.images import SkipImage, load_rgb
+from trafficsearch.models.device import inference_precision
 from trafficsearch.search.stages import Candidates
 
 FORMS = ("seed", "itm_prob", "weighted")
@@ -184,8 +185,9 @@ class ItmRerankStage:
         keys = [(t, c.rows[: self.k].tobytes()) for t, c in zip(texts, candidates, strict=True)]
         unique = list({key: i for i, key in reversed(list(enumerate(keys)))}.items())  # first position
         done: dict[tuple[str, bytes], Candidates] = {}
-        for start in range(0, len(unique), self.chunk):
-            done.update(self._rerank(unique[start : start + self.chunk], candidates))
+        with inference_precision(getattr(self.model, "device", "cpu")):  # autocast on a GPU, fp32 on CPU
+            for start in range(0, len(unique), self.chunk):
+                done.update(self._rerank(unique[start : start + self.chunk], candidates))
         return [done[key] for key in keys]
 
     def _rerank(
