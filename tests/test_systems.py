@@ -11,10 +11,8 @@ import torch
 
 from trafficsearch.data.labels import write_labels
 from trafficsearch.data.records import Record, VehicleAttributes
-from trafficsearch.demo import FULL_SYSTEM, compare_with_best_single
-from trafficsearch.index.testing import ColorModel, make_color_gallery
-from trafficsearch.search import fusion
-from trafficsearch.systems import (
+from trafficsearch.experiments.demo import FULL_SYSTEM, compare_with_best_single
+from trafficsearch.experiments.systems import (
     MemberIndex,
     ModelCache,
     SplitData,
@@ -26,6 +24,8 @@ from trafficsearch.systems import (
     open_single,
     score_system,
 )
+from trafficsearch.index.testing import ColorModel, make_color_gallery
+from trafficsearch.search import fusion
 
 torch.set_num_threads(1)
 COLORS = ["red", "green", "blue", "yellow", "orange", "purple", "white", "black"]
@@ -100,7 +100,7 @@ def test_score_system_rows_latency_and_cold_caches(
     cached = [len(m.cache) for m in engine.model.members]
     assert min(cached) > 0  # the full search cached its query vectors
     with cold_caches(engine):
-        assert all(len(m.cache) == 0 for m in engine.model.members) and len(engine.cache) == 0
+        assert all(len(m.cache) == 0 for m in engine.model.members) and engine.cache is None  # fused
         calls = models.get(indexes[0].checkpoint).text_calls
         engine.search([split_data.records[0].text], k=3)
         assert models.get(indexes[0].checkpoint).text_calls == calls + 1  # cold: encoded again
@@ -137,7 +137,7 @@ def test_a_query_count_below_one_is_refused_before_any_work(tmp_path: Path) -> N
     from typer.testing import CliRunner
 
     from trafficsearch.cli import demo_commands
-    from trafficsearch.systems import load_split_data
+    from trafficsearch.experiments.systems import load_split_data
 
     with pytest.raises(ValueError, match="n_queries must be at least 1"):
         load_split_data(tmp_path, "val", 0)

@@ -32,14 +32,14 @@ def serve(
     if not index_dir.is_dir():
         raise TrafficSearchError("index directory not found", path=index_dir)
     try:
-        from trafficsearch.search.engine import SearchEngine
+        from trafficsearch.search.opener import open_engine
     except ModuleNotFoundError as exc:
         raise TrafficSearchError(f"the search engine is not available ({exc.name} is missing)") from exc
     from trafficsearch.serve.app import create_app
     from trafficsearch.serve.server import serve_forever
 
     with console.status(f"opening index {index_dir} ..."):
-        engine = SearchEngine.open(index_dir, model=model, device=device)
+        engine = open_engine(index_dir, model=model, device=device)
     app = create_app(engine, max_k=max_k, batch_window_ms=batch_window_ms, max_batch=max_batch)
     if host not in LOOPBACK_HOSTS:
         console.print(
