@@ -13,6 +13,7 @@ import pytest
 from trafficsearch.data.labels import read_labels
 from trafficsearch.data.records import Record, is_relevant
 from trafficsearch.errors import ConfigError
+from trafficsearch.search.engine import SearchEngine
 from trafficsearch.search.ensemble import (
     EnsembleConfig,
     FusedFirstStage,
@@ -24,7 +25,6 @@ from trafficsearch.search.ensemble import (
     save_ensemble,
     with_weights,
 )
-from trafficsearch.search.engine import SearchEngine
 from trafficsearch.search.routing import query_kind
 
 

@@ -92,5 +92,3 @@ def test_engine_default_route_and_bad_route(engine: SearchEngine) -> None:
         engine.route = "off"
     with pytest.raises(ConfigError, match="route"):
         engine.search(["x"], route="sometimes")
-
-

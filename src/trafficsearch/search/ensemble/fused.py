@@ -59,9 +59,7 @@ class FusedFirstStage:
         other._memo = memo
         return other
 
-    def query_weights(
-        self, texts: Sequence[str], kinds: Sequence[str | None] | None = None
-    ) -> np.ndarray:
+    def query_weights(self, texts: Sequence[str], kinds: Sequence[str | None] | None = None) -> np.ndarray:
         """[Q, M] weights summing to 1 per query: the weights of the kind its text names, else the default.
 
         `kinds`: each text's parsed kind (the engine parses once per search); parsed here when None."""
