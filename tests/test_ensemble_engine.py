@@ -232,3 +232,27 @@ def test_coordinate_search_keeps_only_changes_worth_min_gain() -> None:
     assert greedy == [2.0, 0.0] and best == pytest.approx(0.551)
     careful, best, _ = _coordinate_search(score, [1.0, 1.0], (0.0, 1.0, 2.0), rounds=2, min_gain=0.003)
     assert careful == [1.0, 0.0] and best == pytest.approx(0.55)
+
+
+@pytest.mark.parametrize("route", ["off", "soft", "hard"])
+def test_fitted_score_equals_the_engine_evaluated_score(built: Path, route: str) -> None:
+    """fit_weights ranks through engine.search: the engine opened afresh from the fitted config (in memory)
+    scores exactly what the fit reported on the same split."""
+    from dataclasses import replace
+
+    from trafficsearch.eval.metrics import evaluate
+    from trafficsearch.search.ensemble import with_weights
+
+    records = read_labels(built / "labels.txt").records
+    # half the texts name a colour the gallery lacks, so the members disagree and the weights matter
+    records = [replace(r, text=r.text.replace("red", "pink")) if i % 2 else r for i, r in enumerate(records)]
+    config = replace(load_ensemble(built / "idx"), route=route, soft_penalty=0.05)
+    engine = open_engine(config, models=MODELS, base_dir=built / "idx")
+    result = fit_weights(engine, records, grid=(0.0, 0.5, 1.0, 3.0), rounds=2, by_kind=True)
+    fitted = with_weights(config, result.weights, {}, result.kind_weights)
+    fresh = open_engine(fitted, models=MODELS, base_dir=built / "idx")
+    hits = fresh.search([r.text for r in records], k=10)
+    ranked = [[h.name for h in row] for row in hits]
+    score = evaluate(records, records, ranked, "equal", 10).overall.map_official
+    assert score == result.map_official
+    assert result.kind_weights is not None and set(result.kind_weights) == {"vehicle"}

@@ -31,10 +31,7 @@ def serve(
     """Serve search over HTTP: POST /search, GET /images/{id}, /thumbs/{id}, /healthz, the page at /."""
     if not index_dir.is_dir():
         raise TrafficSearchError("index directory not found", path=index_dir)
-    try:
-        from trafficsearch.search.opener import open_engine
-    except ModuleNotFoundError as exc:
-        raise TrafficSearchError(f"the search engine is not available ({exc.name} is missing)") from exc
+    from trafficsearch.search.opener import open_engine
     from trafficsearch.serve.app import create_app
     from trafficsearch.serve.server import serve_forever
 

@@ -165,15 +165,9 @@ def tune_index_dir(
     data = open_index(index_dir)
     if model is None:
         model = load_model(data.manifest["model_spec"], device=device)
-    from trafficsearch.index.files import model_fingerprint
+    from trafficsearch.index.files import check_fingerprint
 
-    if model_fingerprint(dict(model.manifest())) != data.manifest["model_fingerprint"]:
-        raise TrafficSearchError(
-            f"model {model.name!r} is not the model this index was built with "
-            f"({data.manifest['model_name']!r})",
-            path=index_dir,
-            field="model",
-        )
+    check_fingerprint(model, data.manifest, index_dir)
     unique = list(dict.fromkeys(texts))
     import torch
 
