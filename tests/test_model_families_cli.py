@@ -81,6 +81,7 @@ def test_index_and_search_each_family_from_the_cli(
     assert len(hits) == 5
     np.testing.assert_allclose([h["score"] for h in hits], np.sort(scores)[::-1][:5], rtol=1e-4, atol=1e-5)
     assert {h["path"] for h in hits} <= set(paths)
+    assert open_engine(index).info()["model"] == load_model(checkpoint).name
     best = paths[int(np.argmax(scores))]
     assert hits[0]["path"] == best or np.isclose(hits[0]["score"], scores.max(), atol=1e-6)
     # `index tune` reloads the model from the manifest's spec too (it failed for attribute checkpoints)

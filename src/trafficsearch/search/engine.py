@@ -207,7 +207,7 @@ class SearchEngine:
             "route": self.route,
         }
         config = getattr(self.model, "config", None)
-        if config is not None:
+        if hasattr(self.first_stage, "members") and config is not None:  # an ensemble
             info["model"] = config.name
             info["ensemble"] = config.to_dict()
         return info
