@@ -15,10 +15,10 @@ import torch
 import yaml
 
 from trafficsearch.cli import main
-from trafficsearch.index.testing import make_color_gallery
 from trafficsearch.models import load_model
 from trafficsearch.search import fusion
 from trafficsearch.search.opener import open_engine
+from trafficsearch.testing.color import make_color_gallery
 
 torch.set_num_threads(2)
 COLORS = ["red", "green", "blue", "yellow", "white", "black"]

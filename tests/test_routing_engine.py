@@ -10,10 +10,10 @@ from trafficsearch.data.labels import write_labels
 from trafficsearch.data.records import Record, VehicleAttributes
 from trafficsearch.errors import ConfigError
 from trafficsearch.index import build_index
-from trafficsearch.index.testing import ColorModel, make_color_gallery
 from trafficsearch.search.engine import SearchEngine
 from trafficsearch.search.opener import open_engine
 from trafficsearch.search.routing import query_kind
+from trafficsearch.testing.color import ColorModel, make_color_gallery
 
 torch.set_num_threads(1)
 PED = "1,0,1,0,1,0,0,0,0,0,0,0,0,1,0,0,0,0,0,0,0"

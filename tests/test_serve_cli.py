@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from trafficsearch.index import build_index
-from trafficsearch.index.testing import make_color_gallery
 from trafficsearch.search.opener import open_engine
-from trafficsearch.serve.bench import free_port
+from trafficsearch.testing.color import make_color_gallery
+from trafficsearch.testing.service import free_port
 
 torch.set_num_threads(2)
 COLORS = ["red", "blue", "green", "white", "black", "yellow"]
@@ -25,7 +25,8 @@ COLORS = ["red", "blue", "green", "white", "black", "yellow"]
 @pytest.fixture(scope="module")
 def checkpoint_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from trafficsearch.models import load_model
-    from trafficsearch.models.clip import create_clip, save_checkpoint
+    from trafficsearch.models.clip import save_checkpoint
+    from trafficsearch.models.clip import create_clip
 
     root = tmp_path_factory.mktemp("cli")
     make_color_gallery(root / "gallery", {f"{100_000 + i:06d}.jpg": c for i, c in enumerate(COLORS * 3)})
