@@ -25,8 +25,7 @@ COLORS = ["red", "blue", "green", "white", "black", "yellow"]
 @pytest.fixture(scope="module")
 def checkpoint_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from trafficsearch.models import load_model
-    from trafficsearch.models.clip import save_checkpoint
-    from trafficsearch.models.clip import create_clip
+    from trafficsearch.models.clip import create_clip, save_checkpoint
 
     root = tmp_path_factory.mktemp("cli")
     make_color_gallery(root / "gallery", {f"{100_000 + i:06d}.jpg": c for i, c in enumerate(COLORS * 3)})
