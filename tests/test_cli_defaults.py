@@ -12,7 +12,8 @@ import torch
 from trafficsearch.cli import main
 from trafficsearch.data.labels import write_queries
 from trafficsearch.eval.submission import read_submission
-from trafficsearch.search.engine import SearchEngine
+from trafficsearch.search import opener
+from trafficsearch.search.opener import open_engine
 from trafficsearch.testing.color import make_color_gallery
 
 torch.set_num_threads(2)
@@ -50,7 +51,7 @@ def ensemble_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def expected(ensemble_index: Path) -> dict[bool, list[list[str]]]:
-    engine = SearchEngine.open(ensemble_index)
+    engine = open_engine(ensemble_index)
     assert engine.rerank_stages, "the tiny ensemble has a BLIP re-ranker"
     out = {
         flag: [[h.name for h in hits] for hits in engine.search(QUERIES, k=10, rerank=flag)]
@@ -102,7 +103,7 @@ def test_serve_api_reranks_by_default_unless_told(ensemble_index: Path, expected
 
     from trafficsearch.serve.app import create_app
 
-    engine = SearchEngine.open(ensemble_index)
+    engine = open_engine(ensemble_index)
     for default in (True, False):
         with TestClient(create_app(engine, rerank_default=default), base_url="http://localhost") as client:
             assert client.get("/healthz").json()["rerank_default"] is default  # what the page starts from
@@ -118,11 +119,11 @@ def test_device_auto_picks_cuda_when_torch_reports_one(
 ) -> None:
     seen: list[str] = []
 
-    def fake_open(cls: type, index_dir: Path, model: object = None, device: str = "cpu") -> None:
+    def fake_open(index_dir: Path, model: object = None, device: str = "cpu", **kwargs: object) -> None:
         seen.append(device)
         raise SystemExit(0)
 
-    monkeypatch.setattr(SearchEngine, "open", classmethod(fake_open))
+    monkeypatch.setattr(opener, "open_engine", fake_open)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert run_cli(monkeypatch, "search", ensemble_index, "red") == 0
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -36,8 +36,8 @@ def _root(
     """Find pedestrians and vehicles in traffic-camera crops from a text description."""
 
 
-# Modules that add commands to `app` (each defines `register(app)`); imported lazily so that a broken
-# optional area never hides the others.
+# Modules that add commands to `app` (each defines `register(app)`). A module that fails to import fails the
+# whole CLI loudly: a typo must not silently drop a command.
 COMMAND_MODULES = (
     "trafficsearch.cli.data_commands",
     "trafficsearch.cli.synth_commands",
@@ -53,13 +53,7 @@ COMMAND_MODULES = (
 
 def _register_all() -> None:
     for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        module.register(app)
+        importlib.import_module(module_name).register(app)
 
 
 _register_all()

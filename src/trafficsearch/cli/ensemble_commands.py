@@ -1,6 +1,6 @@
 """`trafficsearch ensemble ...` (index, fit, show) and `trafficsearch attributes train`.
 
-An ensemble index dir works wherever an index dir does (`search`, `submit`, `serve`): SearchEngine.open
+An ensemble index dir works wherever an index dir does (`search`, `submit`, `serve`): open_engine
 recognises its ensemble.yaml.
 """
 
@@ -76,7 +76,6 @@ def fit_command(
     """
     from trafficsearch.data.labels import read_labels
     from trafficsearch.errors import ConfigError
-    from trafficsearch.search.engine import SearchEngine
     from trafficsearch.search.ensemble import (
         ENSEMBLE_FILE,
         fit_weights,
@@ -85,6 +84,7 @@ def fit_command(
         save_ensemble,
         with_weights,
     )
+    from trafficsearch.search.opener import open_engine
 
     if not is_ensemble_dir(index):
         raise ConfigError("not an ensemble index dir (no ensemble.yaml)", path=index, field="--index")
@@ -93,7 +93,7 @@ def fit_command(
     except ValueError:
         raise ConfigError(f"expected comma-separated numbers, got {grid!r}", field="--grid") from None
     source = load_ensemble(config)
-    engine = SearchEngine.open(index, device=pick_device(device))
+    engine = open_engine(index, device=pick_device(device))
     if [m.name for m in source.members] != [m.name for m in engine.model.config.members]:
         raise ConfigError("CONFIG and the index's ensemble.yaml name different members", path=config)
     records = read_labels(labels).records

@@ -73,11 +73,12 @@ def build(
     With RANK/WORLD_SIZE set (torchrun) each rank encodes shards i % WORLD_SIZE == RANK and the rank that
     finishes last merges them (or run `trafficsearch index merge DIR`).
     """
-    from trafficsearch.index.build import build_index, load_model_spec
+    from trafficsearch.index.build import build_index
+    from trafficsearch.models.factory import load_model
 
     device = pick_device(device)
     with err.status(f"loading model {model} ..."):
-        retrieval_model = load_model_spec(model, device=device)
+        retrieval_model = load_model(model, device=device)
     result = build_index(
         gallery,
         out,
@@ -237,11 +238,11 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="Print hits as JSON."),
 ) -> None:
     """Print the top-k images for a text query with their scores (re-ranked if the index has a re-ranker)."""
-    from trafficsearch.search.engine import SearchEngine
+    from trafficsearch.search.opener import open_engine
 
     device = pick_device(device)
     with err.status("opening index ..."):
-        engine = SearchEngine.open(index_dir, device=device)
+        engine = open_engine(index_dir, device=device)
     hits = engine.search([text], k=k, kind=kind, rerank=rerank)[0]
     if as_json:
         console.print_json(json.dumps([h.__dict__ for h in hits]))
@@ -268,12 +269,12 @@ def submit(
     An ensemble with a `rerank:` section re-ranks its top candidates with ITM unless --no-rerank is given."""
     from trafficsearch.data.labels import read_queries
     from trafficsearch.eval.submission import write_submission
-    from trafficsearch.search.engine import SearchEngine
+    from trafficsearch.search.opener import open_engine
 
     texts = read_queries(queries)
     device = pick_device(device)
     with err.status("opening index ..."):
-        engine = SearchEngine.open(index_dir, device=device)
+        engine = open_engine(index_dir, device=device)
     ranked: list[list[str]] = []
     chunk = 2048
     with Progress(console=err) as progress:

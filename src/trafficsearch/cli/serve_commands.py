@@ -100,16 +100,13 @@ def serve(
     if not index_dir.is_dir():
         raise TrafficSearchError("index directory not found", path=index_dir)
     options = exposure_options(host, token_file, allow_host, cors_origin, audit_log, audit_max_mb, rate_limit)
-    try:
-        from trafficsearch.search.engine import SearchEngine
-    except ModuleNotFoundError as exc:
-        raise TrafficSearchError(f"the search engine is not available ({exc.name} is missing)") from exc
+    from trafficsearch.search.opener import open_engine
     from trafficsearch.serve.app import create_app
     from trafficsearch.serve.server import serve_forever
 
     device = pick_device(device)
     with console.status(f"opening index {index_dir} ..."):
-        engine = SearchEngine.open(index_dir, model=model, device=device)
+        engine = open_engine(index_dir, model=model, device=device)
     app = create_app(
         engine,
         max_k=max_k,

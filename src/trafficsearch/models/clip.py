@@ -22,28 +22,14 @@ from torch import nn
 
 from trafficsearch.data.transforms import Preprocess, build_transform
 from trafficsearch.errors import ConfigError
+from trafficsearch.ioutil import atomic_write_json, atomic_write_text, file_sha256
 from trafficsearch.models import registry
 from trafficsearch.models.base import RetrievalModel
+from trafficsearch.models.checkpoint import CONFIG_YAML, WEIGHTS, read_model_json, state_digest, write_dir
+from trafficsearch.models.family import Device, register_family
 from trafficsearch.models.missing import missing_error
 
 log = logging.getLogger(__name__)
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def state_digest(module: nn.Module) -> str:
-    """sha256 over parameter names and bytes: identifies in-memory weights that have no file."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 # open_clip's eval resize modes and the project's geometry that does the same
@@ -262,8 +248,6 @@ class OpenClipModel(RetrievalModel):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> OpenClipModel:
-        from trafficsearch.models.checkpoint import load_checkpoint
-
         return load_checkpoint(path, device=device)
 
 
@@ -325,7 +309,7 @@ def build_from_config(
     source: dict[str, Any] = {"pretrained": pretrained, "checkpoint": None, "weights_sha256": None}
     if pretrained and os.path.isfile(pretrained):
         source["checkpoint"] = str(Path(pretrained).resolve())
-        source["weights_sha256"] = sha256_file(pretrained)
+        source["weights_sha256"] = file_sha256(pretrained)
     _quiet_transformers()
     try:
         # open_clip warns "initialized randomly" on the root logger whenever pretrained is None, also when
@@ -405,3 +389,77 @@ def create_clip(
             device=device,
         )
     return build_from_config(name, cfg, pretrained=pretrained, transform=transform or "pad", device=device)
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+def save_checkpoint(
+    path: str | Path,
+    model: OpenClipModel,
+    config_yaml: str | None = None,
+    extra_files: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint dir; `extra_files` maps file names to objects for torch.save (train state)."""
+    from safetensors.torch import save_file
+
+    def write(tmp: Path) -> None:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS))
+        info = model.model_json()
+        info["weights_sha256"] = file_sha256(tmp / WEIGHTS)
+        atomic_write_json(tmp / "model.json", info)
+        if config_yaml is not None:
+            atomic_write_text(tmp / CONFIG_YAML, config_yaml)
+        for name, obj in (extra_files or {}).items():
+            torch.save(obj, tmp / name)
+
+    return write_dir(path, write)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> OpenClipModel:
+    """Rebuild the model from model.json and load weights.safetensors (strict: every tensor must match)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    info = read_model_json(path, required=("name", "model_cfg", "preprocess"))
+    weights = path / WEIGHTS
+    if not weights.is_file():
+        raise ConfigError("checkpoint has no weights.safetensors", path=path)
+    preprocess = Preprocess.from_dict(info["preprocess"])
+    wrapped = build_from_config(
+        info["name"], info["model_cfg"], load_text_pretrained=False, transform=preprocess.kind, device="cpu"
+    )
+    state = load_file(str(weights))
+    try:
+        wrapped.model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"weights do not match model.json: {str(exc).splitlines()[0]}", path=weights
+        ) from None
+    wrapped.model.eval()
+    wrapped.preprocess = preprocess
+    wrapped.image_size = preprocess.image_size
+    wrapped.source = {
+        "pretrained": None,
+        "checkpoint": str(path.resolve()),
+        "weights_sha256": file_sha256(weights),
+    }
+    wrapped.model.to(torch.device(device))
+    wrapped.device = torch.device(device)
+    return wrapped
+
+
+def create_from_spec(rest: str, device: Device = "cpu") -> OpenClipModel:
+    """`open_clip:NAME[:TAG or weights file]` or clip-retrieval's `open_clip:NAME/TAG` (rest: after the
+    prefix). Without a tag the model is randomly initialised (an HF text trunk still loads its weights)."""
+    if ":" in rest:
+        name, _, pretrained = rest.partition(":")
+    else:
+        name, _, pretrained = rest.partition("/")
+    if not name:
+        raise ConfigError(
+            f"model spec 'open_clip:{rest}' names no model: use open_clip:<name>[:<tag or path>]"
+        )
+    return create_clip(name, pretrained or None, device=device)
+
+
+register_family("open_clip", load_checkpoint, create_from_spec)
