@@ -111,8 +111,8 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=10_000, help="val texts for the fidelity columns")
     parser.add_argument("--timed", type=int, default=60, help="distinct texts timed one per call")
     args = parser.parse_args()
-    from trafficsearch.models.base import load_model
     from trafficsearch.models.blip import create_blip
+    from trafficsearch.models.factory import load_model
 
     console = Console()
     texts = val_texts(args.texts)

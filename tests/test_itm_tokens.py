@@ -14,6 +14,7 @@ import torch
 from trafficsearch.index import build_index
 from trafficsearch.index.itm_tokens import TOKENS_FILE, has_itm_tokens, load_itm_tokens, write_itm_tokens
 from trafficsearch.search.engine import SearchEngine
+from trafficsearch.search.opener import open_engine
 from trafficsearch.search.rerank import ItmRerankStage
 from trafficsearch.testing.color import ColorModel, make_color_gallery
 
@@ -41,7 +42,7 @@ def _rerank(stage: ItmRerankStage, engine: SearchEngine):
 
 
 def test_stored_tokens_score_like_on_the_fly_encoding_without_the_images(index_dir: Path, blip) -> None:
-    engine = SearchEngine.open(index_dir, model=ColorModel())
+    engine = open_engine(index_dir, model=ColorModel())
     live = ItmRerankStage(blip, engine.data, k=6, form="seed")
     assert live.stored is None  # nothing stored yet: encodes
     want = _rerank(live, engine)
@@ -55,7 +56,7 @@ def test_stored_tokens_score_like_on_the_fly_encoding_without_the_images(index_d
     np.testing.assert_allclose(stored, expected_tokens.numpy(), rtol=1e-3, atol=1e-3)
 
     shutil.rmtree(Path(engine.data.gallery_root))  # stored tokens need no image file
-    engine = SearchEngine.open(index_dir, model=ColorModel())
+    engine = open_engine(index_dir, model=ColorModel())
     fast = ItmRerankStage(blip, engine.data, k=6, form="seed")
     assert fast.stored is not None and len(fast.stored) == engine.data.count
     got = _rerank(fast, engine)
@@ -73,7 +74,7 @@ def test_fallback_for_another_model_a_remerged_index_or_a_broken_file(index_dir:
     assert has_itm_tokens(index_dir, blip)
     other = create_blip("blip-tiny", seed=1).eval()  # other weights: other tokens
     assert load_itm_tokens(index_dir, manifest, other) is None
-    engine = SearchEngine.open(index_dir, model=ColorModel())
+    engine = open_engine(index_dir, model=ColorModel())
     stage = ItmRerankStage(other, engine.data, k=6, form="seed")
     assert stage.stored is None
     _rerank(stage, engine)
@@ -95,7 +96,7 @@ def test_ensemble_index_stores_the_rerankers_tokens_and_the_engine_uses_them(tmp
     build_ensemble_index(config, tmp_path / "g", tmp_path / "fast", progress=False, workers=0)
     assert not list((tmp_path / "plain").rglob(TOKENS_FILE))
     assert len(list((tmp_path / "fast").rglob(TOKENS_FILE))) == 1
-    plain, fast = SearchEngine.open(tmp_path / "plain"), SearchEngine.open(tmp_path / "fast")
+    plain, fast = open_engine(tmp_path / "plain"), open_engine(tmp_path / "fast")
     assert plain.rerank_stages[0].stored is None and fast.rerank_stages[0].stored is not None
     a = plain.search(TEXTS, k=12, rerank=True)
     b = fast.search(TEXTS, k=12, rerank=True)
@@ -111,7 +112,7 @@ def test_tokens_of_another_member_are_matched_to_the_engine_rows_by_path(index_d
     from trafficsearch.search.itm_tokens import find_stored_tokens
 
     write_itm_tokens(index_dir, blip, progress=False)
-    member = SearchEngine.open(index_dir, model=ColorModel()).data
+    member = open_engine(index_dir, model=ColorModel()).data
     paths = list(member.metadata.paths)
     reference = SimpleNamespace(  # an engine whose rows are the member's in reverse order, no tokens
         dir=index_dir.parent / "elsewhere", manifest={}, metadata=SimpleNamespace(paths=paths[::-1])

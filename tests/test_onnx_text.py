@@ -43,7 +43,7 @@ def test_blip_text_tower_matches_pytorch(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_default_clip_minilm_text_tower_matches_pytorch(monkeypatch: pytest.MonkeyPatch) -> None:
-    from trafficsearch.models.base import load_model
+    from trafficsearch.models.factory import load_model
 
     monkeypatch.setenv(onnx_text.ENV, "onnx")
     torch.manual_seed(0)

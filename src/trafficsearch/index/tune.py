@@ -157,26 +157,23 @@ def tune_index_dir(
     log: Callable[[str], None] | None = None,
 ) -> tuple[TuneResult, dict[str, Any]]:
     """Encode the distinct query texts with the index's model, tune, save the chosen index + measurement."""
-    from trafficsearch.index.build import commit_faiss, load_model_spec
+    from trafficsearch.index.build import commit_faiss
     from trafficsearch.index.store import open_index
+    from trafficsearch.models.factory import load_model
 
     index_dir = Path(index_dir)
     data = open_index(index_dir)
     if model is None:
-        model = load_model_spec(data.manifest["model_spec"], device=device)
-    from trafficsearch.index.files import model_fingerprint
+        model = load_model(data.manifest["model_spec"], device=device)
+    from trafficsearch.index.files import check_fingerprint
 
-    if model_fingerprint(dict(model.manifest())) != data.manifest["model_fingerprint"]:
-        raise TrafficSearchError(
-            f"model {model.name!r} is not the model this index was built with "
-            f"({data.manifest['model_name']!r})",
-            path=index_dir,
-            field="model",
-        )
+    check_fingerprint(model, data.manifest, index_dir)
     unique = list(dict.fromkeys(texts))
     import torch
 
-    with torch.inference_mode():
+    from trafficsearch.models.device import inference_precision
+
+    with torch.inference_mode(), inference_precision(getattr(model, "device", "cpu")):
         queries = np.concatenate(
             [
                 model.encode_texts(unique[i : i + 256]).float().cpu().numpy()

@@ -1,33 +1,30 @@
 """The search engine: the one code path from text to ranked images, shared by CLI, evaluation and service.
 
-text -> (cached) text embedding -> FAISS top-`depth` (filtered by an id selector, so a kind/metadata filter
-never loses hits to over-fetching) -> candidate stages (fusion / ITM re-ranking hooks) -> top-k Hits.
+text -> first stage top-`depth` over the allowed rows (one index's FAISS search, search/first_stage.py, or an
+ensemble's fusion, search/ensemble/fused.py) -> candidate stages (ITM re-ranking) -> top-k Hits.
 
-An ensemble index dir (search/ensemble.py) opens through the same `SearchEngine.open`: its `first_stage`
-(fused rows of several models) replaces the FAISS search, everything after it is shared. Kind routing
-(search/routing.py, `route=off|hard|soft`) decides which rows the first stage may return.
+Kind routing (search/routing.py, `route=off|hard|soft`) decides which rows the first stage may return; the
+query kind is parsed once per search and passed to routing and to the first stage (per-kind weights).
+`open_engine` (search/opener.py) opens a plain index or an ensemble dir.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 
 from trafficsearch.errors import TrafficSearchError
-from trafficsearch.index import exact, faiss_util
-from trafficsearch.index.files import model_fingerprint
-from trafficsearch.index.store import IndexData, open_index
+from trafficsearch.index.store import IndexData
 from trafficsearch.search import routing
 from trafficsearch.search.cache import TextCache, encode_queries
+from trafficsearch.search.first_stage import FaissFirstStage
 from trafficsearch.search.stages import Candidates, FirstStage, Stage
-
-_QUERY_CHUNK = 1024
 
 
 @dataclass
@@ -40,9 +37,11 @@ class Hit:
 
 
 class SearchEngine:
-    """Search one index with its model. `stages` always run; `rerank_stages` only when rerank=True.
+    """Search one gallery: a first stage, then `stages` (always) and `rerank_stages` (when rerank=True).
 
-    `first_stage` (an ensemble's fusion) replaces the FAISS search; `route` is the default kind routing.
+    The first stage is a FAISS search of one index (`FaissFirstStage`, the default, over `cache`'s query
+    vectors of `model`) or an ensemble's fusion (search/ensemble/fused.py); `route` is the default kind
+    routing. Open engines with search/opener.py `open_engine`; caches and stages come in here, never later.
     """
 
     def __init__(
@@ -55,127 +54,81 @@ class SearchEngine:
         first_stage: FirstStage | None = None,
         route: str = "off",
         soft_penalty: float = routing.DEFAULT_SOFT_PENALTY,
+        cache: TextCache | None = None,
     ) -> None:
         self.data = data
         self.model = model
         self.stages: list[Stage] = list(stages)
         self.rerank_stages: list[Stage] = list(rerank_stages)
-        self.first_stage = first_stage
+        if first_stage is None:
+            cache = cache if cache is not None else TextCache(self._encode_texts, capacity=cache_size)
+            first_stage = FaissFirstStage(data, cache)
+        self.first_stage: FirstStage = first_stage
         self.route = routing.check_route(route)
         self.soft_penalty = float(soft_penalty)
-        self.cache = TextCache(self._encode_texts, capacity=cache_size)
-        self._params = dict(data.manifest.get("faiss", {}).get("params") or {})
-        self._selectors: dict[str, tuple[faiss.IDSelector | None, np.ndarray, int]] = {}
+        # filter (JSON) -> allowed rows (None: every row); the same array comes back per filter
+        self._filters: dict[str, np.ndarray | None] = {}
 
-    @classmethod
-    def open(cls, index_dir: str | Path, model: Any | None = None, device: str = "cpu") -> SearchEngine:
-        """Open an index with its model: the manifest's spec by default, or a model / spec that must match.
+    @property
+    def cache(self) -> TextCache | None:
+        """The first stage's query-vector cache (None for a fused first stage: its members hold theirs)."""
+        return getattr(self.first_stage, "cache", None)
 
-        An ensemble index dir (with ensemble.yaml) loads its members' models itself; `model` must be None.
-        """
-        from trafficsearch.search.ensemble import is_ensemble_dir, open_ensemble_engine
+    def caches(self) -> list[Any]:
+        """Every cache a search reads (query vectors, re-ranking inputs): what a cold probe empties."""
+        found = [self.cache] if self.cache is not None else []
+        found += [m.cache for m in getattr(self.first_stage, "members", []) if getattr(m, "cache", None)]
+        for stage in self.stages + self.rerank_stages:
+            pixels = getattr(stage, "pixels", None)
+            if pixels is not None:
+                found.append(pixels)
+        return found
 
-        if is_ensemble_dir(index_dir):
-            if model is not None:
-                raise TrafficSearchError(
-                    "an ensemble index loads its members' models from ensemble.yaml; do not pass a model",
-                    path=index_dir,
-                    field="model",
-                )
-            return open_ensemble_engine(index_dir, device=device, engine_cls=cls)
-        data = open_index(index_dir)
-        manifest = data.manifest
-        if model is None or isinstance(model, str | Path):
-            from trafficsearch.index.build import load_model_spec
-
-            model = load_model_spec(manifest["model_spec"] if model is None else model, device=device)
-        if model_fingerprint(dict(model.manifest())) != manifest["model_fingerprint"]:
-            raise TrafficSearchError(
-                f"model {model.name!r} is not the model this index was built with "
-                f"({manifest['model_name']!r}, "
-                f"fingerprint {manifest['model_fingerprint']}); rebuild the index or pass the same model",
-                path=Path(index_dir) / "manifest.json",
-                field="model_fingerprint",
-            )
-        if int(model.embed_dim) != data.dim:
-            raise TrafficSearchError(f"model dim {model.embed_dim} != index dim {data.dim}", path=index_dir)
-        return cls(data, model)
+    def with_first_stage(self, first_stage: FirstStage) -> SearchEngine:
+        """A copy searching through `first_stage` (weight fitting); it shares this engine's filters."""
+        other = copy.copy(self)
+        other.first_stage = first_stage
+        return other
 
     def _encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         return encode_queries(self.model, texts)
 
-    def _selector(
-        self, kind: str | None, where: dict[str, Any] | None
-    ) -> tuple[faiss.IDSelector | None, int]:
-        """(selector or None for 'all rows', number of allowed rows); cached per filter."""
+    def _rows(self, kind: str | None, where: dict[str, Any] | None) -> tuple[np.ndarray | None, int]:
+        """(allowed rows or None for 'all rows', how many are allowed); cached per filter."""
         conditions = dict(where or {})
         if kind is not None:
             conditions["kind"] = kind
         if not conditions:
             return None, self.data.count
         key = json.dumps(conditions, sort_keys=True, default=str)
-        if key not in self._selectors:
+        if key not in self._filters:
             rows = self.data.metadata.rows_where(conditions)
-            selector = None if len(rows) == self.data.count else faiss.IDSelectorBatch(rows)
-            self._selectors[key] = (selector, rows, len(rows))  # rows kept alive for the selector
-        selector, _, allowed = self._selectors[key]
-        return selector, allowed
+            self._filters[key] = None if len(rows) == self.data.count else rows
+        rows = self._filters[key]
+        return rows, self.data.count if rows is None else len(rows)
 
     def candidates(
-        self, texts: Sequence[str], depth: int, kind: str | None = None, where: dict[str, Any] | None = None
+        self,
+        texts: Sequence[str],
+        depth: int,
+        kind: str | None = None,
+        where: dict[str, Any] | None = None,
+        kinds: Sequence[str | None] | None = None,
     ) -> list[Candidates]:
-        """First-stage candidates per query text (repeated texts are searched once)."""
-        selector, allowed = self._selector(kind, where)
-        unique = list(dict.fromkeys(texts))
+        """First-stage candidates per query text (repeated texts are searched once); `kinds`: the texts'
+        parsed kinds, when the caller has them."""
+        rows, allowed = self._rows(kind, where)
         if allowed == 0 or depth <= 0:
             empty = Candidates(np.empty(0, np.int64), np.empty(0, np.float32))
             return [empty for _ in texts]
-        depth = min(depth, allowed)
-        if self.first_stage is not None:
-            rows = None if selector is None else self._allowed_rows(kind, where)
-            fused = dict(zip(unique, self.first_stage.search(unique, depth, rows), strict=True))
-            return [fused[t] for t in texts]
-        found: dict[str, Candidates] = {}
-        for start in range(0, len(unique), _QUERY_CHUNK):
-            chunk = unique[start : start + _QUERY_CHUNK]
-            vectors = self.cache.get(chunk)
-            try:
-                scores, rows = self._search(vectors, depth, selector, kind, where)
-            except RuntimeError:  # some index types (fast-scan PQ) take no selector: exact over the subset
-                if selector is None:
-                    raise
-                scores, rows = self._subset_search(kind, where, vectors, depth)
-            for text, s, r in zip(chunk, scores, rows, strict=True):
-                keep = r >= 0
-                found[text] = Candidates(r[keep].astype(np.int64), s[keep].astype(np.float32))
-        return [found[t] for t in texts]
-
-    # -- exact path (m2-fast, issue 13 item 4): a plain Flat index is scanned by index/exact.py ------------
-    def _search(
-        self,
-        vectors: np.ndarray,
-        depth: int,
-        selector: faiss.IDSelector | None,
-        kind: str | None,
-        where: dict[str, Any] | None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        if exact.is_exact(self.data.faiss):
-            rows = None if selector is None else self._allowed_rows(kind, where)
-            return exact.search_exact(self.data.faiss, self.data.vectors, vectors, depth, rows)
-        return faiss_util.search(self.data.faiss, vectors, depth, self._params, selector)
-
-    def _allowed_rows(self, kind: str | None, where: dict[str, Any] | None) -> np.ndarray:
-        conditions = {**(where or {}), **({"kind": kind} if kind is not None else {})}
-        return self._selectors[json.dumps(conditions, sort_keys=True, default=str)][1]
-
-    def _subset_search(
-        self, kind: str | None, where: dict[str, Any] | None, queries: np.ndarray, depth: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-`depth` among the filtered rows (fallback for indexes without selector support)."""
-        allowed = self._allowed_rows(kind, where)
-        scores = queries @ np.asarray(self.data.vectors[allowed], dtype=np.float32).T
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
-        return np.take_along_axis(scores, top, axis=1), allowed[top]
+        first: dict[str, int] = {}
+        for i, t in enumerate(texts):
+            first.setdefault(t, i)
+        unique = list(first)
+        unique_kinds = None if kinds is None else [kinds[first[t]] for t in unique]
+        found = self.first_stage.search(unique, min(depth, allowed), rows, unique_kinds)
+        by_text = dict(zip(unique, found, strict=True))
+        return [by_text[t] for t in texts]
 
     def search(
         self,
@@ -198,11 +151,19 @@ class SearchEngine:
         stages = self.stages + (self.rerank_stages if rerank else [])
         depth = max([k, *(getattr(s, "depth", k) for s in stages)])
         route = self.route if route is None else routing.check_route(route)
+        parsed = [routing.query_kind(t) for t in texts]  # once per search, passed on
         if route == "off" or kind is not None or "kind" in (where or {}):
-            candidates = self.candidates(texts, depth, kind, where)
+            candidates = self.candidates(texts, depth, kind, where, parsed)
         else:
             candidates = routing.routed_candidates(
-                self.candidates, texts, depth, where, route, self.data.metadata.kinds, self.soft_penalty
+                self.candidates,
+                texts,
+                parsed,
+                depth,
+                where,
+                route,
+                self.data.metadata.kinds,
+                self.soft_penalty,
             )
         for stage in stages:
             candidates = stage(texts, candidates)
@@ -246,7 +207,7 @@ class SearchEngine:
             "route": self.route,
         }
         config = getattr(self.model, "config", None)
-        if self.first_stage is not None and config is not None:
+        if hasattr(self.first_stage, "members") and config is not None:  # an ensemble
             info["model"] = config.name
             info["ensemble"] = config.to_dict()
         return info

@@ -1,7 +1,7 @@
 """Candidate stages: what happens between the first-stage similarity search and the final top-k.
 
 The engine fetches `depth` candidates per query, then passes them through its stages in order. Fusion of
-several models replaces the first stage itself (`FirstStage`, search/ensemble.py); ITM re-ranking is a
+several models replaces the first stage itself (`FirstStage`, search/ensemble/fused.py); ITM re-ranking is a
 rerank stage (search/rerank.py).
 """
 
@@ -34,9 +34,16 @@ class Stage(Protocol):
 
 
 class FirstStage(Protocol):
-    """Produces each text's top-`depth` candidates over the allowed rows (None: the whole gallery)."""
+    """Produces each text's top-`depth` candidates over the allowed rows (None: the whole gallery);
+    `kinds` are the texts' parsed kinds (None: not parsed by the caller)."""
 
-    def search(self, texts: Sequence[str], depth: int, rows: np.ndarray | None) -> list[Candidates]: ...
+    def search(
+        self,
+        texts: Sequence[str],
+        depth: int,
+        rows: np.ndarray | None,
+        kinds: Sequence[str | None] | None = None,
+    ) -> list[Candidates]: ...
 
 
 def sort_candidates(rows: np.ndarray, scores: np.ndarray) -> Candidates:
