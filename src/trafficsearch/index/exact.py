@@ -20,6 +20,7 @@ import numpy as np
 # Scores held at once (float32 elements): 64 MB. Fewer queries per call -> more rows per block.
 SCORE_BUDGET = 1 << 24
 MIN_BLOCK = 16_384
+_MARGIN = 16  # extra candidates per block re-scored: near-ties at the k-th place stay in
 
 
 def flat_storage(index: faiss.Index) -> np.ndarray | None:
@@ -69,12 +70,14 @@ def topk(
         if part.dtype != np.float32:
             part = part.astype(np.float32)
         scores = q @ part.T  # [Q, B]: one sgemm
-        kb = min(k, stop - start)
+        kb = min(k + _MARGIN, stop - start)
         if kb < scores.shape[1]:
             top = np.argpartition(-scores, kb - 1, axis=1)[:, :kb]
-            cand_s = np.take_along_axis(scores, top, axis=1)
         else:
-            top, cand_s = np.broadcast_to(np.arange(kb), scores.shape), scores
+            top = np.broadcast_to(np.arange(kb), scores.shape)
+        # sgemm rounds a row's dot product differently by its position in the block, so equal vectors can
+        # score 1 ulp apart; the candidates are re-scored one way for all, and ties then go to the lower row
+        cand_s = (part[top] * q[:, None, :]).sum(axis=2, dtype=np.float32)
         cand_r = ids[top]
         if best_s is None:
             best_s, best_r = cand_s, cand_r
