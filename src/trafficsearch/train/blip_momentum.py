@@ -148,7 +148,8 @@ class MomentumDistiller:
         return self.encoders
 
     def alpha_at(self, step: int) -> float:
-        """BLIP's ramp: alpha * min(1, step / steps per epoch) during the first epoch, then alpha."""
+        """BLIP's ramp: alpha * min(1, step / steps per epoch) during the first epoch, then alpha (alpha
+        throughout when the loop never set the epoch length)."""
         if not self.steps_per_epoch:
             return self.alpha
         return self.alpha * min(1.0, step / self.steps_per_epoch)

@@ -155,7 +155,7 @@ class BlipTask:
             self.model, None, None, None, features=local, world=world, positives=positives, momentum=momentum
         )
         if momentum is not None:
-            out["alpha"] = torch.tensor(momentum.alpha)
+            out["alpha"] = torch.tensor(momentum.alpha, dtype=torch.float64)  # logged as given
         return out
 
     def after_step(self) -> None:
