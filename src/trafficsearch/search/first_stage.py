@@ -14,7 +14,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from trafficsearch.index import faiss_util
+from trafficsearch.index import exact, faiss_util
 from trafficsearch.search.cache import TextCache
 from trafficsearch.search.stages import Candidates
 
@@ -57,7 +57,7 @@ class FaissFirstStage:
             chunk = list(texts[start : start + _QUERY_CHUNK])
             vectors = self.cache.get(chunk)
             try:
-                scores, found = faiss_util.search(self.data.faiss, vectors, depth, self.params, selector)
+                scores, found = self._search(vectors, depth, rows, selector)
             except RuntimeError:  # some index types (fast-scan PQ) take no selector: exact over the subset
                 if rows is None:
                     raise
@@ -66,6 +66,14 @@ class FaissFirstStage:
                 keep = r >= 0
                 out.append(Candidates(r[keep].astype(np.int64), s[keep].astype(np.float32)))
         return out
+
+    # -- exact path (m2-fast, issue 13 item 4): a plain Flat index is scanned by index/exact.py ------------
+    def _search(
+        self, vectors: np.ndarray, depth: int, rows: np.ndarray | None, selector: faiss.IDSelector | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if exact.is_exact(self.data.faiss):
+            return exact.search_exact(self.data.faiss, self.data.vectors, vectors, depth, rows)
+        return faiss_util.search(self.data.faiss, vectors, depth, self.params, selector)
 
     def _subset_search(
         self, allowed: np.ndarray, queries: np.ndarray, depth: int
