@@ -17,21 +17,13 @@ import pytest
 import typer.main
 
 import trafficsearch
-from trafficsearch.cli import app, main
+from trafficsearch.cli import app
 from trafficsearch.cli.options import KINDS
+from trafficsearch.testing.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "trafficsearch"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str | Path) -> int:
-    monkeypatch.setattr(sys, "argv", ["trafficsearch", *map(str, args)])
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def _commands(group: click.Command, prefix: str = "") -> dict[str, click.Command]:

@@ -3,17 +3,16 @@ off), `serve`'s API follows the same default, and `--device auto` picks the devi
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from trafficsearch.cli import main
 from trafficsearch.data.labels import write_queries
 from trafficsearch.eval.submission import read_submission
 from trafficsearch.search import opener
 from trafficsearch.search.opener import open_engine
+from trafficsearch.testing.cli import run_cli
 from trafficsearch.testing.color import make_color_gallery
 
 torch.set_num_threads(2)
@@ -21,15 +20,6 @@ CONFIG = Path(__file__).resolve().parents[1] / "src/trafficsearch/configs/ensemb
 # The packaged tiny ensemble, re-ranked by ITM probability alone: the random BLIP's ITM then decides the
 # order of the top 10, so re-ranked and fused lists differ and the tests can tell which one ran.
 QUERIES = ["A red car.", "A blue car.", "A green car.", "A red car."]
-
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str | Path) -> int:
-    monkeypatch.setattr(sys, "argv", ["trafficsearch", *map(str, args)])
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")

@@ -4,15 +4,14 @@ errors for missing files are one line naming the file and pointing to doctor."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from trafficsearch.cli import main
 from trafficsearch.cli.doctor_commands import DEFAULT_CONFIGS, needs_of
 from trafficsearch.errors import ConfigError
+from trafficsearch.testing.cli import run_cli
 
 SEED_HUB_FILES = {  # the real repos of the seed's models (open_clip's registry, the BLIP config)
     "laion/CLIP-ViT-H-14-laion2B-s32B-b79K": ["open_clip_pytorch_model.bin"],
@@ -21,15 +20,6 @@ SEED_HUB_FILES = {  # the real repos of the seed's models (open_clip's registry,
     "Salesforce/blip-itm-large-coco": ["config.json", "model.safetensors"],
 }
 CHECKPOINTS = ("vit-h-14-a", "vit-h-14-b", "xlmr-vit-h-14", "blip-large")
-
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str | Path) -> int:
-    monkeypatch.setattr(sys, "argv", ["trafficsearch", *map(str, args)])
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.fixture

@@ -123,24 +123,6 @@ class NoiseMember(Member):
         return full if rows is None else full[:, rows]
 
 
-def test_row_scorer_member_and_fit(built: Path, tmp_path: Path) -> None:
-    engine = open_engine(built / "idx", models=MODELS)
-    color = engine.first_stage.members[0]  # type: ignore[union-attr]
-    assert isinstance(color, EmbeddingMember)
-    noise = NoiseMember()
-    noise.bind(engine.data)
-    engine.first_stage = FusedFirstStage([color, noise], [1.0, 1.0], "l2")
-    engine.model.config.members = [
-        engine.model.config.members[0],
-        type(engine.model.config.members[0])("noise", "x"),
-    ]
-    records = read_labels(built / "labels.txt").records
-    result = fit_weights(engine, records, grid=(0.0, 1.0), rounds=2)
-    assert result.weights == [1.0, 0.0]
-    assert result.map_official == pytest.approx(1.0) and result.baseline < 1.0
-    assert result.per_member["a"] == pytest.approx(1.0)
-
-
 def _color_and_noise(built: Path) -> SearchEngine:
     """The colour member (perfect on these labels) fused with a noise member, equal weights."""
     engine = open_engine(built / "idx", models=MODELS)
@@ -153,6 +135,16 @@ def _color_and_noise(built: Path) -> SearchEngine:
         type(engine.model.config.members[0])("noise", "x"),
     ]
     return engine
+
+
+def test_row_scorer_member_and_fit(built: Path, tmp_path: Path) -> None:
+    engine = _color_and_noise(built)
+    assert isinstance(engine.first_stage.members[0], EmbeddingMember)  # type: ignore[union-attr]
+    records = read_labels(built / "labels.txt").records
+    result = fit_weights(engine, records, grid=(0.0, 1.0), rounds=2)
+    assert result.weights == [1.0, 0.0]
+    assert result.map_official == pytest.approx(1.0) and result.baseline < 1.0
+    assert result.per_member["a"] == pytest.approx(1.0)
 
 
 def test_fold_checked_fit_keeps_weights_that_transfer(built: Path) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,25 +13,16 @@ import pytest
 import torch
 import yaml
 
-from trafficsearch.cli import main
 from trafficsearch.models import load_model
 from trafficsearch.search import fusion
 from trafficsearch.search.opener import open_engine
+from trafficsearch.testing.cli import run_cli
 from trafficsearch.testing.color import make_color_gallery
 
 torch.set_num_threads(2)
 COLORS = ["red", "green", "blue", "yellow", "white", "black"]
 QUERY = "This is a white Audi."
 FAMILIES = ("clip", "blip", "attributes")
-
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str | Path) -> int:
-    monkeypatch.setattr(sys, "argv", ["trafficsearch", *map(str, args)])
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def search_json(

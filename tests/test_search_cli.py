@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,21 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from trafficsearch.cli import main
 from trafficsearch.data.labels import write_queries
 from trafficsearch.eval.submission import read_submission
 from trafficsearch.search.opener import open_engine
+from trafficsearch.testing.cli import run_cli
 
 torch.set_num_threads(2)
-
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str | Path) -> int:
-    monkeypatch.setattr(sys, "argv", ["trafficsearch", *map(str, args)])
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")

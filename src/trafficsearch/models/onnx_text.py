@@ -63,11 +63,22 @@ class _BlipText(nn.Module):
         return self.blip.text_features(input_ids, attention_mask)
 
 
+def _onnxruntime() -> Any:
+    """onnxruntime, an optional dependency (the `onnx` extra): a clear line when it is not installed."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ConfigError(
+            f"{ENV}=onnx needs onnxruntime and onnx: pip install 'trafficsearch[onnx]'", field=ENV
+        ) from exc
+    return onnxruntime
+
+
 class OnnxTextEncoder:
     """texts -> [N, D] float32 numpy through an ONNX Runtime session exported from `model`'s text tower."""
 
     def __init__(self, model: Any, threads: int | None = None) -> None:
-        import onnxruntime as ort
+        ort = _onnxruntime()
 
         self.kind, wrapper, example, names = _wrap(model)
         self.model = weakref.proxy(model)
@@ -171,7 +182,7 @@ class OnnxItmHead:
     `itm_scores_tokens` of BlipRetrieval, pair i = text i with image tokens i."""
 
     def __init__(self, blip: Any, threads: int | None = None) -> None:
-        import onnxruntime as ort
+        ort = _onnxruntime()
 
         self.blip = weakref.proxy(blip)
         tok = blip.tokenizer(["a red car", "a pedestrian in a white shirt"])
