@@ -36,7 +36,8 @@ def _make_index(root: Path) -> Path:
         writer.writerow(["name", "camera", "time", "color"])
         for i in range(N):
             camera = f"c{i % 4}" if i % 7 else ""
-            writer.writerow([f"img{i:08d}.jpg", camera, f"2024-05-0{1 + i % 3}T{i % 24:02d}:00:00", "red" if i % 2 else "blue"])
+            time = f"2024-05-0{1 + i % 3}T{i % 24:02d}:00:00"
+            writer.writerow([f"img{i:08d}.jpg", camera, time, "red" if i % 2 else "blue"])
     write_image_metadata(index_dir, meta, {f"img{i:08d}.jpg" for i in range(N)})
     merge_index(index_dir, progress=False)
     return index_dir

@@ -45,6 +45,11 @@ def build(
     model: str = typer.Option(..., "--model", help="Checkpoint dir or open_clip:<name>[:<tag or weights>]."),
     out: Path = typer.Option(..., "--out", help="Index directory to write (resumes when it exists)."),
     labels: Path | None = typer.Option(None, "--labels", help="Label file: gives each image its kind."),
+    metadata: Path | None = typer.Option(
+        None,
+        "--metadata",
+        help="CSV/JSONL per image: name, camera, time (ISO 8601) and any extra columns, all filterable.",
+    ),
     factory: str = typer.Option("Flat", "--factory", help="FAISS factory string; Flat is exact search."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     workers: int = typer.Option(2, "--workers", min=0, help="DataLoader processes decoding images."),
@@ -67,6 +72,7 @@ def build(
         retrieval_model,
         model_spec=model,
         labels=labels,
+        metadata=metadata,
         factory=factory,
         batch_size=batch_size,
         workers=workers,
@@ -123,6 +129,86 @@ def merge(
     with err.status("merging shards ..."):
         manifest = merge_index(index_dir, factory=factory)
     _print_summary(index_dir, manifest)
+
+
+@index_app.command("push")
+def push(
+    index_dir: Path = typer.Argument(..., help="A committed index directory."),
+    milvus: str = typer.Option(
+        ..., "--milvus", help="Milvus URI: a milvus-lite file (e.g. city.db) or http://host:19530."
+    ),
+    token: str | None = typer.Option(
+        None, "--token", envvar="TRAFFICSEARCH_MILVUS_TOKEN", help="Milvus token (user:password or API key)."
+    ),
+    collection: str | None = typer.Option(None, "--collection", help="Default: one per model."),
+    partition_by: str = typer.Option("day", "--partition-by", help="day, camera or none."),
+    index_type: str = typer.Option("FLAT", "--index-type", help="FLAT (exact), IVF_FLAT or HNSW."),
+    queries: Path | None = typer.Option(
+        None, "--queries", help="Query texts: measure recall@k and choose the fastest index type reaching it."
+    ),
+    k: int = typer.Option(10, "-k", min=1),
+    target: float = typer.Option(0.95, "--target", min=0.0, max=1.0),
+    device: str = typer.Option("cpu", "--device"),
+) -> None:
+    """Upsert the index into a Milvus collection (a killed push resumes) and search through it from now on.
+
+    The vectors stay in the directory too; `index detach DIR` goes back to the local FAISS index.
+    """
+    from trafficsearch.index.stores.manage import push_to_milvus
+
+    vectors = None
+    if queries is not None:
+        from trafficsearch.data.labels import read_queries
+        from trafficsearch.index.build import load_model_spec
+        from trafficsearch.index.files import read_manifest
+        from trafficsearch.index.tune import encode_texts
+
+        spec = read_manifest(index_dir)["model_spec"]
+        with err.status(f"encoding queries with {spec} ..."):
+            vectors = encode_texts(load_model_spec(spec, device=device), read_queries(queries))
+    with err.status(f"pushing to {milvus} ...") as status:
+        manifest = push_to_milvus(
+            index_dir,
+            milvus,
+            token=token,
+            collection=collection,
+            partition_by=partition_by,
+            index_type=index_type.upper(),
+            queries=vectors,
+            k=k,
+            target=target,
+            progress=False,
+            log=lambda line: status.update(f"tuning: {line}"),
+        )
+    store = manifest["store"]
+    chosen = (store.get("tune") or {}).get("chosen") or {}
+    err.print(
+        f"pushed {manifest['count']} images to {store['collection']} at {store['uri']} "
+        f"({store['index_type']} {store['search_params'] or ''}"
+        + (f", recall@{k} {chosen['recall']:.4f}" if chosen else "")
+        + ")"
+    )
+
+
+@index_app.command("detach")
+def detach(index_dir: Path = typer.Argument(..., help="Index directory pushed to a store.")) -> None:
+    """Search the local FAISS index again instead of the vector store the manifest names."""
+    from trafficsearch.index.stores.manage import detach_store
+
+    detach_store(index_dir)
+    err.print(f"{index_dir} searches its local FAISS index")
+
+
+@index_app.command("delete")
+def delete(
+    index_dir: Path = typer.Argument(..., help="Index directory."),
+    ids: list[int] = typer.Argument(..., help="Image ids to delete (as `search --json` prints them)."),
+) -> None:
+    """Delete images by id from the index and its vector store; later merges and pushes keep them out."""
+    from trafficsearch.index.stores.manage import delete_images
+
+    manifest = delete_images(index_dir, ids)
+    err.print(f"deleted {len(set(ids))} images; {manifest['count']} remain")
 
 
 @index_app.command("tune")
@@ -195,6 +281,7 @@ def _print_summary(index_dir: Path, manifest: dict) -> None:
         "fingerprint": manifest["model_fingerprint"],
         "dim": str(manifest["dim"]),
         "faiss": f"{manifest['faiss']['factory']} {json.dumps(manifest['faiss']['params'] or {})}",
+        "store": _store_line(manifest.get("store")),
         "tuned recall": str(
             (tune_info.get("chosen") or {}).get(
                 "recall", "not tuned (exact)" if manifest["faiss"]["factory"] == "Flat" else "-"
@@ -208,28 +295,63 @@ def _print_summary(index_dir: Path, manifest: dict) -> None:
     console.print(table)
 
 
+def _store_line(store: dict | None) -> str:
+    if not store:
+        return "local FAISS index"
+    where = f"{store.get('collection', '')} at {store.get('uri', '')}"
+    return f"{store['backend']} {where} ({store.get('index_type')})"
+
+
 def search(
     index_dir: Path = typer.Argument(..., help="Index directory."),
     text: str = typer.Argument(..., help="What to look for, e.g. 'This is a white Audi Sedan.'"),
     k: int = typer.Option(10, "-k", min=1),
     kind: str | None = typer.Option(None, "--kind", help="Only this kind: vehicle, pedestrian or unknown."),
+    where: list[str] = typer.Option(
+        None,
+        "--where",
+        help="Metadata filter, repeatable: camera=c1,c2 (any of), color=red, time>=2024-05-01T08:00, id<100.",
+    ),
+    time_from: str | None = typer.Option(None, "--time-from", help="Only images at or after this time."),
+    time_to: str | None = typer.Option(
+        None, "--time-to", help="Only images at or before this time (a bare date includes that day)."
+    ),
     device: str = typer.Option("cpu", "--device"),
     as_json: bool = typer.Option(False, "--json", help="Print hits as JSON."),
 ) -> None:
-    """Print the top-k images for a text query with their scores."""
+    """Print the top-k images for a text query with their scores (filtered by kind and metadata)."""
+    from trafficsearch.index.filters import parse_where
     from trafficsearch.search.engine import SearchEngine
 
+    conditions = parse_where(where or [], time_from, time_to)
     with err.status("opening index ..."):
         engine = SearchEngine.open(index_dir, device=device)
-    hits = engine.search([text], k=k, kind=kind)[0]
+    hits = engine.search([text], k=k, kind=kind, where=conditions or None)[0]
+    meta = engine.data.metadata
+    records = [meta.record(meta.row_of_id(h.id)) for h in hits]
     if as_json:
-        console.print_json(json.dumps([h.__dict__ for h in hits]))
+        console.print_json(
+            json.dumps(
+                [
+                    {**h.__dict__, "camera": r.get("camera"), "time": r.get("time"), "extra": r.get("extra")}
+                    for h, r in zip(hits, records, strict=True)
+                ]
+            )
+        )
         return
     table = Table(title=text)
-    for column in ("#", "score", "name", "kind", "path"):
+    for column in ("#", "score", "name", "kind", "camera", "time", "path"):
         table.add_column(column)
-    for rank, hit in enumerate(hits, start=1):
-        table.add_row(str(rank), f"{hit.score:.4f}", hit.name, hit.kind, str(engine.image_path(hit.id)))
+    for rank, (hit, record) in enumerate(zip(hits, records, strict=True), start=1):
+        table.add_row(
+            str(rank),
+            f"{hit.score:.4f}",
+            hit.name,
+            hit.kind,
+            record.get("camera") or "",
+            record.get("time") or "",
+            str(engine.image_path(hit.id)),
+        )
     console.print(table)
 
 

@@ -146,6 +146,20 @@ def tune_vectors(
     return TuneResult(best, trials, k, target, len(queries), n, index=built[best.factory])
 
 
+def encode_texts(model: Any, texts: Sequence[str]) -> np.ndarray:
+    """The distinct texts' embeddings [Q, D] float32, in first-seen order."""
+    import torch
+
+    unique = list(dict.fromkeys(texts))
+    with torch.inference_mode():
+        return np.concatenate(
+            [
+                model.encode_texts(unique[i : i + 256]).float().cpu().numpy()
+                for i in range(0, len(unique), 256)
+            ]
+        )
+
+
 def tune_index_dir(
     index_dir: str | Path,
     texts: Sequence[str],
@@ -173,16 +187,7 @@ def tune_index_dir(
             path=index_dir,
             field="model",
         )
-    unique = list(dict.fromkeys(texts))
-    import torch
-
-    with torch.inference_mode():
-        queries = np.concatenate(
-            [
-                model.encode_texts(unique[i : i + 256]).float().cpu().numpy()
-                for i in range(0, len(unique), 256)
-            ]
-        )
+    queries = encode_texts(model, texts)
     result = tune_vectors(np.asarray(data.vectors, dtype=np.float32), queries, k=k, target=target, log=log)
     record = result.record()
     manifest = commit_faiss(

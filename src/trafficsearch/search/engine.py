@@ -20,9 +20,10 @@ import faiss
 import numpy as np
 
 from trafficsearch.errors import TrafficSearchError
-from trafficsearch.index import faiss_util
 from trafficsearch.index.files import model_fingerprint
 from trafficsearch.index.store import IndexData, open_index
+from trafficsearch.index.stores.base import VectorStore, open_store
+from trafficsearch.index.stores.faiss_dir import FaissDirStore
 from trafficsearch.search import routing
 from trafficsearch.search.cache import TextCache, encode_queries
 from trafficsearch.search.stages import Candidates, FirstStage, Stage
@@ -43,6 +44,8 @@ class SearchEngine:
     """Search one index with its model. `stages` always run; `rerank_stages` only when rerank=True.
 
     `first_stage` (an ensemble's fusion) replaces the FAISS search; `route` is the default kind routing.
+    `store` answers the (filtered) top-k: the index directory's FAISS index by default, or the vector store
+    the manifest names (e.g. a Milvus collection, filters pushed down).
     """
 
     def __init__(
@@ -55,8 +58,10 @@ class SearchEngine:
         first_stage: FirstStage | None = None,
         route: str = "off",
         soft_penalty: float = routing.DEFAULT_SOFT_PENALTY,
+        store: VectorStore | None = None,
     ) -> None:
         self.data = data
+        self.store: VectorStore = store if store is not None else FaissDirStore(data.dir, data)
         self.model = model
         self.stages: list[Stage] = list(stages)
         self.rerank_stages: list[Stage] = list(rerank_stages)
@@ -64,7 +69,6 @@ class SearchEngine:
         self.route = routing.check_route(route)
         self.soft_penalty = float(soft_penalty)
         self.cache = TextCache(self._encode_texts, capacity=cache_size)
-        self._params = dict(data.manifest.get("faiss", {}).get("params") or {})
         self._selectors: dict[str, tuple[faiss.IDSelector | None, np.ndarray, int]] = {}
 
     @classmethod
@@ -99,7 +103,8 @@ class SearchEngine:
             )
         if int(model.embed_dim) != data.dim:
             raise TrafficSearchError(f"model dim {model.embed_dim} != index dim {data.dim}", path=index_dir)
-        return cls(data, model)
+        store = open_store(index_dir, manifest) if manifest.get("store") else None
+        return cls(data, model, store=store)
 
     def _encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         return encode_queries(self.model, texts)
@@ -135,33 +140,28 @@ class SearchEngine:
             rows = None if selector is None else self._allowed_rows(kind, where)
             fused = dict(zip(unique, self.first_stage.search(unique, depth, rows), strict=True))
             return [fused[t] for t in texts]
+        conditions = {**(where or {}), **({"kind": kind} if kind is not None else {})}
         found: dict[str, Candidates] = {}
         for start in range(0, len(unique), _QUERY_CHUNK):
             chunk = unique[start : start + _QUERY_CHUNK]
-            vectors = self.cache.get(chunk)
-            try:
-                scores, rows = faiss_util.search(self.data.faiss, vectors, depth, self._params, selector)
-            except RuntimeError:  # some index types (fast-scan PQ) take no selector: exact over the subset
-                if selector is None:
-                    raise
-                scores, rows = self._subset_search(kind, where, vectors, depth)
+            scores, rows = self._store_search(self.cache.get(chunk), depth, conditions)
             for text, s, r in zip(chunk, scores, rows, strict=True):
                 keep = r >= 0
                 found[text] = Candidates(r[keep].astype(np.int64), s[keep].astype(np.float32))
         return [found[t] for t in texts]
 
+    def _store_search(
+        self, vectors: np.ndarray, depth: int, conditions: dict[str, Any]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, rows) from the vector store; stores answer in image ids, mapped to this index's rows."""
+        if isinstance(self.store, FaissDirStore):
+            return self.store.search_rows(vectors, depth, conditions or None)
+        scores, ids = self.store.search(vectors, depth, conditions or None)
+        return scores, self.data.metadata.rows_of_ids(ids)
+
     def _allowed_rows(self, kind: str | None, where: dict[str, Any] | None) -> np.ndarray:
         conditions = {**(where or {}), **({"kind": kind} if kind is not None else {})}
         return self._selectors[json.dumps(conditions, sort_keys=True, default=str)][1]
-
-    def _subset_search(
-        self, kind: str | None, where: dict[str, Any] | None, queries: np.ndarray, depth: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-`depth` among the filtered rows (fallback for indexes without selector support)."""
-        allowed = self._allowed_rows(kind, where)
-        scores = queries @ np.asarray(self.data.vectors[allowed], dtype=np.float32).T
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
-        return np.take_along_axis(scores, top, axis=1), allowed[top]
 
     def search(
         self,
