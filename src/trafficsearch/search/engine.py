@@ -22,7 +22,8 @@ import numpy as np
 from trafficsearch.errors import TrafficSearchError
 from trafficsearch.index.files import model_fingerprint
 from trafficsearch.index.store import IndexData, open_index
-from trafficsearch.index.stores.base import VectorStore, open_store
+from trafficsearch.index.stores.base import VectorStore
+from trafficsearch.index.stores.factory import open_store
 from trafficsearch.index.stores.faiss_dir import FaissDirStore
 from trafficsearch.search import routing
 from trafficsearch.search.cache import TextCache, encode_queries

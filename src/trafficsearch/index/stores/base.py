@@ -4,12 +4,9 @@ backend. Stores speak image ids (stable across backends); the engine maps ids to
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-
-from trafficsearch.errors import IndexError_
 
 Where = dict[str, Any]
 ShardHook = Callable[[int], None]
@@ -46,26 +43,3 @@ class VectorStore(Protocol):
     def describe(self) -> dict[str, Any]:
         """What the manifest records about this store (backend, where it lives, index type, recall)."""
         ...
-
-
-def open_store(index_dir: str | Path, manifest: dict[str, Any] | None = None, **options: Any) -> VectorStore:
-    """The store a committed index's manifest names (`store.backend`), the FAISS directory by default."""
-    from trafficsearch.index.files import read_manifest
-
-    index_dir = Path(index_dir)
-    manifest = manifest if manifest is not None else read_manifest(index_dir)
-    spec = dict(manifest.get("store") or {"backend": "faiss-dir"})
-    backend = spec.get("backend")
-    if backend == "faiss-dir":
-        from trafficsearch.index.stores.faiss_dir import FaissDirStore
-
-        return FaissDirStore(index_dir)
-    if backend == "milvus":
-        from trafficsearch.index.stores.milvus import MilvusStore
-
-        return MilvusStore.from_spec(index_dir, spec, **options)
-    raise IndexError_(
-        f"unknown vector store backend {backend!r}; expected faiss-dir or milvus",
-        path=index_dir / "manifest.json",
-        field="store.backend",
-    )

@@ -11,7 +11,7 @@ import numpy as np
 from trafficsearch.errors import TrafficSearchError
 from trafficsearch.index.files import MANIFEST, locked, read_manifest
 from trafficsearch.index.store import open_index
-from trafficsearch.index.stores.base import open_store
+from trafficsearch.index.stores.factory import open_store
 from trafficsearch.index.stores.faiss_dir import FaissDirStore
 from trafficsearch.ioutil import atomic_write_json
 
