@@ -106,6 +106,13 @@ STEPS: dict[str, tuple[str, list[str], list[str]]] = {
         ["data.prompts={vehicles: false, pedestrians: false}"],
         ["data.prompts={vehicles: true, pedestrians: true}"],
     ),
+    # How vehicle prompts are given (only acts where prompts are on, so it has no "plain +" row): the seed's
+    # one in-place caption per vehicle, or one extra pair per brand/type/colour prompt.
+    "prompt_form": (
+        "vehicle prompts in place (the seed's form, not separate pairs)",
+        ["data.prompts.vehicle_form=pairs"],
+        ["data.prompts.vehicle_form=in_place"],
+    ),
     "truncation": ("noisy-loss truncation 5%", ["loss.truncate_ratio=0"], ["loss.truncate_ratio=0.05"]),
     "targets": ("many-to-many targets (same text)", ["loss.targets=one_to_one"], ["loss.targets=same_text"]),
     "lock": (
@@ -130,6 +137,8 @@ class Row:
 # cached frozen one on 2 CPU cores, so every row without it would cost 8x. Its worth is measured by removing
 # it from the full recipe ("full recipe - text trunk frozen"); there is no "plain + frozen" row.
 PLAIN_KEEPS = ("lock",)
+# Steps that only modify another (prompt_form modifies prompts): measured by removal from the full recipe.
+NO_PLAIN_ROW = ("prompt_form",)
 
 
 def clip_overrides(step_on: Callable[[str], bool], sizes: Sizes, work: Path) -> list[str]:
@@ -155,7 +164,7 @@ def recipe_runs(seeds: int, quick: bool = False) -> list[tuple[str, str, Callabl
         ("plain", "plain baseline", lambda s: s in PLAIN_KEEPS, key_seeds)
     ]
     for step, (what, _, _) in STEPS.items():
-        if step not in PLAIN_KEEPS:
+        if step not in PLAIN_KEEPS + NO_PLAIN_ROW:
             runs.append(
                 (f"plain+{step}", f"plain + {what}", lambda s, step=step: s in (step, *PLAIN_KEEPS), [0])
             )

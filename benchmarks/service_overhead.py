@@ -22,8 +22,8 @@ from tempfile import TemporaryDirectory
 from rich.console import Console
 from rich.table import Table
 
-from trafficsearch.serve.bench import EngineSpec, load_queries, machine, serve_in_subprocess, write_result
-from trafficsearch.serve.loadgen import LoadResult, run_load
+from trafficsearch.testing.loadgen import LoadResult, run_load
+from trafficsearch.testing.service import EngineSpec, load_queries, machine, serve_in_subprocess, write_result
 
 DEFAULT_QUERIES = Path("/work/shared/data/cvpr2023-track2-val/val_label.txt")
 RESULTS = Path(__file__).resolve().parent / "results"

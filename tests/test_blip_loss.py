@@ -14,7 +14,6 @@ from trafficsearch.models.blip import (
     as_id_tensor,
     blip_features,
     blip_itc_itm_loss,
-    create_blip,
     positive_mask,
     sample_hard_negatives,
 )
@@ -94,69 +93,66 @@ def test_string_ids_hash_stably() -> None:
 
 
 # -- the loss ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def model() -> BlipRetrieval:
-    return create_blip("blip-tiny", seed=0)
-
-
-def test_itc_uses_soft_targets_over_same_image(model: BlipRetrieval) -> None:
+def test_itc_uses_soft_targets_over_same_image(blip_tiny: BlipRetrieval) -> None:
     ids = [0, 1, 1, 2]  # captions 1 and 2 describe the same image
-    feats = blip_features(model, _pixels(), TEXTS, ids)
+    feats = blip_features(blip_tiny, _pixels(), TEXTS, ids)
     out = blip_itc_itm_loss(
-        model, None, None, None, features=feats, generator=torch.Generator().manual_seed(0)
+        blip_tiny, None, None, None, features=feats, generator=torch.Generator().manual_seed(0)
     )
     pos = positive_mask(feats.image_ids, feats.image_ids).float()
     targets = pos / pos.sum(1, keepdim=True)
-    t = model.temp
+    t = blip_tiny.temp
     i2t = -(F.log_softmax(feats.image_feat @ feats.text_feat.t() / t, 1) * targets).sum(1).mean()
     t2i = -(F.log_softmax(feats.text_feat @ feats.image_feat.t() / t, 1) * targets).sum(1).mean()
     assert out["itc"].item() == pytest.approx(((i2t + t2i) / 2).item(), rel=1e-5)
     assert out["loss"].item() == pytest.approx(out["itc"].item() + out["itm"].item(), rel=1e-5)
 
 
-def test_temperature_is_clamped(model: BlipRetrieval) -> None:
+def test_temperature_is_clamped(blip_tiny: BlipRetrieval) -> None:
     for start, expected in ((3.0, TEMP_MAX), (1e-6, TEMP_MIN)):
         with torch.no_grad():
-            model.temp.fill_(start)
-        blip_itc_itm_loss(model, _pixels(), TEXTS, [0, 1, 2, 3])
-        assert model.temp.item() == pytest.approx(expected)
+            blip_tiny.temp.fill_(start)
+        blip_itc_itm_loss(blip_tiny, _pixels(), TEXTS, [0, 1, 2, 3])
+        assert blip_tiny.temp.item() == pytest.approx(expected)
     with torch.no_grad():
-        model.temp.fill_(0.07)
+        blip_tiny.temp.fill_(0.07)
 
 
-def test_many_to_many_needs_attributes_and_masks_them(model: BlipRetrieval) -> None:
+def test_many_to_many_needs_attributes_and_masks_them(blip_tiny: BlipRetrieval) -> None:
     with pytest.raises(ConfigError, match="attribute"):
-        blip_itc_itm_loss(model, _pixels(), TEXTS, [0, 1, 2, 3], many_to_many=True)
+        blip_itc_itm_loss(blip_tiny, _pixels(), TEXTS, [0, 1, 2, 3], many_to_many=True)
     # every sample shares one attribute key: all pairs are positives (uniform ITC targets) and no ITM
     # negative exists, so only the 4 positive pairs are scored
-    feats = blip_features(model, _pixels(), TEXTS, [0, 1, 2, 3], ["A."] * 4)
-    out = blip_itc_itm_loss(model, None, None, None, features=feats, many_to_many=True)
-    logits = feats.image_feat @ feats.text_feat.t() / model.temp
+    feats = blip_features(blip_tiny, _pixels(), TEXTS, [0, 1, 2, 3], ["A."] * 4)
+    out = blip_itc_itm_loss(blip_tiny, None, None, None, features=feats, many_to_many=True)
+    logits = feats.image_feat @ feats.text_feat.t() / blip_tiny.temp
     uniform = (torch.logsumexp(logits, 1) - logits.mean(1)).mean()
     uniform_t = (torch.logsumexp(logits.t(), 1) - logits.t().mean(1)).mean()
     assert out["itc"].item() == pytest.approx(((uniform + uniform_t) / 2).item(), rel=1e-5)
-    pos_logits = model.itm_logits(feats.input_ids, feats.attention_mask, feats.image_tokens)
+    pos_logits = blip_tiny.itm_logits(feats.input_ids, feats.attention_mask, feats.image_tokens)
     assert out["itm"].item() == pytest.approx(-F.log_softmax(pos_logits, 1)[:, 1].mean().item(), rel=1e-5)
 
 
-def test_gathered_world_path(model: BlipRetrieval) -> None:
+def test_gathered_world_path(blip_tiny: BlipRetrieval) -> None:
     """DDP: features gathered outside are passed in; an identity gather reproduces the local loss."""
-    feats = blip_features(model, _pixels(), TEXTS, [0, 1, 2, 3], pad_to_max_length=True)
-    assert feats.input_ids.shape[1] == model.tokenizer.max_length
-    a = blip_itc_itm_loss(model, None, None, None, features=feats, generator=torch.Generator().manual_seed(5))
+    feats = blip_features(blip_tiny, _pixels(), TEXTS, [0, 1, 2, 3], pad_to_max_length=True)
+    assert feats.input_ids.shape[1] == blip_tiny.tokenizer.max_length
+    a = blip_itc_itm_loss(
+        blip_tiny, None, None, None, features=feats, generator=torch.Generator().manual_seed(5)
+    )
     same = feats.gathered(lambda t: t)
     b = blip_itc_itm_loss(
-        model, None, None, None, features=feats, world=same, generator=torch.Generator().manual_seed(5)
+        blip_tiny, None, None, None, features=feats, world=same, generator=torch.Generator().manual_seed(5)
     )
     assert a["loss"].item() == pytest.approx(b["loss"].item(), rel=1e-6)
-    other = blip_features(model, _pixels(seed=2), TEXTS[::-1], [4, 5, 6, 7], pad_to_max_length=True)
+    other = blip_features(blip_tiny, _pixels(seed=2), TEXTS[::-1], [4, 5, 6, 7], pad_to_max_length=True)
     world = feats.gathered(lambda t: torch.cat([t, getattr(other, _field_of(other, t))]))
     assert len(world) == 8
-    model.zero_grad()
-    out = blip_itc_itm_loss(model, None, None, None, features=feats, world=world)
+    blip_tiny.zero_grad()
+    out = blip_itc_itm_loss(blip_tiny, None, None, None, features=feats, world=world)
     out["loss"].backward()
     assert torch.isfinite(out["loss"])
-    assert model.hf.vision_proj.weight.grad is not None and model.temp.grad is not None
+    assert blip_tiny.hf.vision_proj.weight.grad is not None and blip_tiny.temp.grad is not None
 
 
 def _field_of(feats, tensor: torch.Tensor) -> str:

@@ -296,15 +296,14 @@ def _loop_cfg(data: Path, **train):
     )
 
 
-def test_train_runs_blip_end_to_end_and_resumes_exactly(tmp_path: Path) -> None:
+def test_train_runs_blip_end_to_end_and_resumes_exactly(tmp_path: Path, tiny_data: Path) -> None:
     import json
 
     from safetensors.torch import load_file
 
     from trafficsearch.train.loop import train
-    from trafficsearch.train.testing import make_dataset
 
-    data = make_dataset(tmp_path / "data")
+    data = tiny_data
     full = train(_loop_cfg(data), tmp_path / "full", show_progress=False)
     assert full.finished and full.step == 6 and full.best_map is not None
     rows = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]

@@ -10,10 +10,8 @@ import pytest
 import torch
 import yaml
 
-from trafficsearch.data.labels import read_labels, write_labels
-from trafficsearch.data.records import Record, VehicleAttributes
+from trafficsearch.data.labels import read_labels
 from trafficsearch.errors import IndexError_
-from trafficsearch.index.testing import ColorModel, make_color_gallery
 from trafficsearch.search import fusion
 from trafficsearch.search.engine import SearchEngine
 from trafficsearch.search.ensemble import (
@@ -26,22 +24,16 @@ from trafficsearch.search.ensemble import (
     load_ensemble,
     open_ensemble_engine,
 )
+from trafficsearch.testing.color import ColorModel, make_color_gallery, write_color_vehicles
 
 torch.set_num_threads(1)
-COLORS = ["red", "green", "blue", "yellow", "orange", "purple", "white", "black"]
 MODELS = {"color0": ColorModel(0), "color2": ColorModel(2)}
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("ens")
-    names = {f"v{i:02d}.jpg": COLORS[i % len(COLORS)] for i in range(24)}
-    make_color_gallery(root / "g", names)
-    records = [
-        Record(n, "vehicle", f"{c} Audi.", f"A {c} Audi.", vehicle=VehicleAttributes(c, "Audi"))
-        for n, c in names.items()
-    ]
-    write_labels(records, root / "labels.txt")
+    write_color_vehicles(root / "g", root / "labels.txt", 24)
     config = {
         "name": "two-colours",
         "normalization": "l2",

@@ -12,8 +12,8 @@ import torch
 from trafficsearch.errors import IndexError_, TrafficSearchError
 from trafficsearch.index import add_images, build_index, merge_index, open_index
 from trafficsearch.index.files import shard_path
-from trafficsearch.index.testing import ColorModel, make_color_gallery
 from trafficsearch.search import SearchEngine
+from trafficsearch.testing.color import ColorModel, make_color_gallery
 
 torch.set_num_threads(1)
 

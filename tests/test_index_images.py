@@ -12,7 +12,7 @@ from PIL import Image
 
 from trafficsearch.index import build_index, open_index
 from trafficsearch.index.images import SkipImage, load_rgb, to_rgb
-from trafficsearch.index.testing import ColorModel
+from trafficsearch.testing.color import ColorModel
 
 torch.set_num_threads(1)
 

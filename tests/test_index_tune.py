@@ -38,7 +38,18 @@ def test_tune_picks_a_setting_that_reaches_the_target() -> None:
     result = tune_vectors(vectors, queries, k=10, target=0.95, candidates=candidates, repeats=1)
     assert result.best.recall >= 0.95
     assert {t.factory for t in result.trials} == {"Flat", "IVF64,Flat", "HNSW16"}
-    assert all(t.recall >= 0.95 or t.params for t in result.trials)
+    # Each sweep measured its knob's values in order and stopped at the first that reached the target;
+    # exact search (Flat, no knob) has recall 1; the best is the fastest trial that reached the target.
+    for factory, knob, values in candidates:
+        trials = [t for t in result.trials if t.factory == factory]
+        assert [t.params for t in trials] == [{knob: v} if knob else {} for v in values[: len(trials)]]
+        assert all(t.recall < 0.95 for t in trials[:-1])
+        assert trials[-1].recall >= 0.95 or len(trials) == len(values)
+    assert [t.recall for t in result.trials if t.factory == "Flat"] == [1.0]
+    ivf = [t.recall for t in result.trials if t.factory == "IVF64,Flat"]
+    assert ivf == sorted(ivf) and len(ivf) > 1  # more probed lists find a superset of the neighbours
+    reached = [t for t in result.trials if t.recall >= 0.95]
+    assert result.best.ms_per_query == min(t.ms_per_query for t in reached)
     # Independently re-measure the chosen index with its saved parameters against brute-force numpy.
     truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
     _, found = search(result.index, queries, 10, result.best.params)
@@ -58,9 +69,9 @@ def test_candidates_respect_training_size() -> None:
 
 
 def test_tune_index_dir_saves_choice_and_measurement(tmp_path: Path) -> None:
-    from trafficsearch.index.testing import ColorModel, make_color_gallery
     from trafficsearch.index.tune import tune_index_dir
     from trafficsearch.search import SearchEngine
+    from trafficsearch.testing.color import ColorModel, make_color_gallery
 
     colors = ["red", "green", "blue", "yellow", "white", "black", "orange", "purple"]
     make_color_gallery(tmp_path / "g", {f"{i:03d}.jpg": colors[i % len(colors)] for i in range(24)})

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from trafficsearch.data.labels import parse_line, read_labels
-from trafficsearch.data.prompts import expand_record, expand_records, split_sentences, vehicle_prompts
+from trafficsearch.data.prompts import (
+    expand_record,
+    expand_records,
+    split_sentences,
+    vehicle_caption_in_place,
+    vehicle_prompts,
+)
 from trafficsearch.data.records import Record, VehicleAttributes
 
 
@@ -18,12 +24,19 @@ def by_attribute(records, attribute: str) -> Record:
     return next(r for r in records if r.attributes == attribute)
 
 
-def test_colour_brand_vehicle_gets_generic_brand_and_colour_prompts(val_records):
+def test_vehicle_prompts_are_appended_in_place_by_default_as_the_seed_states(val_records):
     record = val_records[0]
     assert record.to_line() == "kcbluaihml.jpg$white Audi.$This is a white Audi."
     assert expand_record(record) == [
+        "This is a white Audi. This is a vehicle. The brand of the vehicle is Audi. "
+        "The color of the vehicle is white."
+    ]
+
+
+def test_pairs_form_gives_one_pair_per_part_and_no_generic_vehicle_pair(val_records):
+    record = val_records[0]
+    assert expand_record(record, vehicle_form="pairs") == [
         "This is a white Audi.",
-        "This is a vehicle.",
         "The brand of the vehicle is Audi.",
         "The color of the vehicle is white.",
     ]
@@ -31,15 +44,23 @@ def test_colour_brand_vehicle_gets_generic_brand_and_colour_prompts(val_records)
 
 def test_type_only_vehicle_gets_the_model_prompt(val_records):
     record = by_attribute(val_records, "SUV.")
-    assert expand_record(record) == [record.text, "This is a vehicle.", "The vehicle's model is SUV."]
+    assert expand_record(record, vehicle_form="pairs") == [record.text, "The vehicle's model is SUV."]
+    assert expand_record(record) == [f"{record.text} This is a vehicle. The vehicle's model is SUV."]
 
 
 @pytest.mark.parametrize("brand", ["Balong Heavy Truck", "Hongyan"])
 def test_brand_only_vehicle_is_a_brand_not_a_type(val_records, brand):
     record = by_attribute(val_records, brand + ".")
-    texts = expand_record(record)
-    assert texts == [record.text, "This is a vehicle.", f"The brand of the vehicle is {brand}."]
-    assert not any("model is" in t for t in texts)
+    texts = expand_record(record, vehicle_form="pairs")
+    assert texts == [record.text, f"The brand of the vehicle is {brand}."]
+    (in_place,) = expand_record(record)
+    assert in_place == f"{record.text} This is a vehicle. The brand of the vehicle is {brand}."
+    assert not any("model is" in t for t in [*texts, in_place])
+
+
+def test_unknown_vehicle_form_is_refused(val_records):
+    with pytest.raises(ValueError, match="vehicle_form"):
+        expand_record(val_records[0], vehicle_form="glued")
 
 
 def test_two_sentence_pedestrian_caption_gives_three_pairs(val_records):
@@ -64,27 +85,37 @@ def test_accessory_sentence_with_comma_list_stays_whole():
     ]
 
 
-def test_counts_on_all_real_val_lines(val_records):
+@pytest.mark.parametrize("form", ["in_place", "pairs"])
+def test_counts_on_all_real_val_lines(val_records, form):
     expected_total = 0
     for record in val_records:
-        texts = expand_record(record)
-        assert texts[0] == record.text  # the original always first
+        texts = expand_record(record, vehicle_form=form)
         assert len(set(texts)) == len(texts)
         if record.kind == "vehicle":
             v = record.vehicle
             parts = sum(p is not None for p in (v.color, v.brand, v.type))
-            assert len(texts) == 2 + parts
+            if form == "in_place":  # one text per vehicle: the caption, then the generic and part prompts
+                assert texts == [vehicle_caption_in_place(record.text, v)]
+                assert texts[0].startswith(record.text + " This is a vehicle. ")
+                assert texts[0].count(". ") == 1 + parts
+            else:
+                assert texts[0] == record.text and len(texts) == 1 + parts
+                assert "This is a vehicle." not in texts
         else:
+            assert texts[0] == record.text  # the original always first
             sentences = record.text.count(". ") + 1
             assert len(texts) == 1 + (sentences if sentences > 1 else 0)
             assert all(t.endswith(".") for t in texts)
             assert " ".join(texts[1:]) == record.text
         expected_total += len(texts)
-    pairs = expand_records(val_records)
+    pairs = expand_records(val_records, vehicle_form=form)
     assert len(pairs) == expected_total
     pedestrians = [r for r in val_records if r.kind == "pedestrian"]
     assert sum(1 for r, _ in pairs if r.kind == "pedestrian") == 3 * len(pedestrians)  # all 2-sentence
-    assert pairs[0] == (val_records[0], val_records[0].text)
+    vehicles = [r for r in val_records if r.kind == "vehicle"]
+    if form == "in_place":  # the seed's one pair per vehicle image
+        assert sum(1 for r, _ in pairs if r.kind == "vehicle") == len(vehicles)
+    assert pairs[0][0] == val_records[0] and pairs[0][1].startswith(val_records[0].text)
 
 
 def test_switches_keep_only_the_original(val_records):
@@ -100,10 +131,11 @@ def test_one_sentence_caption_is_not_duplicated_and_in_memory_vehicle_is_parsed(
     raw = Record(
         image="b.jpg", kind="vehicle", attributes="grey Chery Sedan.", text="This is a grey Chery Sedan."
     )
-    assert expand_record(raw)[1:] == vehicle_prompts(VehicleAttributes("grey", "Chery", "Sedan"))
-    assert expand_record(raw)[1:] == [
-        "This is a vehicle.",
+    pairs = expand_record(raw, vehicle_form="pairs")
+    assert pairs[1:] == vehicle_prompts(VehicleAttributes("grey", "Chery", "Sedan"))
+    assert pairs[1:] == [
         "The brand of the vehicle is Chery.",
         "The vehicle's model is Sedan.",
         "The color of the vehicle is grey.",
     ]
+    assert expand_record(raw) == [" ".join([raw.text, "This is a vehicle.", *pairs[1:]])]

@@ -13,10 +13,10 @@ import yaml
 
 from trafficsearch.errors import ConfigError
 from trafficsearch.index import build_index
-from trafficsearch.index.testing import ColorModel, ColorTransform, make_color_gallery
 from trafficsearch.search.engine import SearchEngine
 from trafficsearch.search.rerank import ItmRerankStage, combine, merge_reranked
 from trafficsearch.search.stages import Candidates
+from trafficsearch.testing.color import ColorModel, ColorTransform, make_color_gallery
 
 torch.set_num_threads(1)
 
@@ -82,10 +82,8 @@ def test_stage_reorders_when_itm_disagrees(color_index: Path) -> None:
     assert stub.pairs == pairs + 3 and engine.rerank_stages[0].pixels.misses == 3  # pixels cached per image
 
 
-def test_real_tiny_blip_itm_scores_through_the_stage(color_index: Path) -> None:
-    from trafficsearch.models.blip import create_blip
-
-    blip = create_blip("blip-tiny", seed=0).eval()
+def test_real_tiny_blip_itm_scores_through_the_stage(color_index: Path, blip_tiny) -> None:
+    blip = blip_tiny
     engine = SearchEngine.open(color_index, model=ColorModel())
     stage = ItmRerankStage(blip, engine.data, k=4, form="seed")
     cand = engine.candidates(["A red car."], 6)[0]
@@ -117,11 +115,9 @@ def test_packaged_tiny_ensemble_end_to_end(tmp_path: Path) -> None:
     assert [h.name for h in reranked[10:]] == [h.name for h in plain[10:]]
 
 
-def test_many_queries_rerank_in_cache_sized_passes_with_the_same_result(color_index: Path) -> None:
+def test_many_queries_rerank_in_cache_sized_passes_with_the_same_result(color_index: Path, blip_tiny) -> None:
     """More candidates than the token cache holds: queries go in passes, each pass's images stay cached."""
-    from trafficsearch.models.blip import create_blip
-
-    blip = create_blip("blip-tiny", seed=0).eval()
+    blip = blip_tiny
     engine = SearchEngine.open(color_index, model=ColorModel())
     texts = ["A red car.", "A blue car.", "A green car.", "A purple car."]
     cands = engine.candidates(texts, 6)

@@ -10,9 +10,9 @@ from trafficsearch.data.labels import write_labels
 from trafficsearch.data.records import Record, VehicleAttributes
 from trafficsearch.errors import ConfigError
 from trafficsearch.index import build_index
-from trafficsearch.index.testing import ColorModel, make_color_gallery
 from trafficsearch.search.engine import SearchEngine
 from trafficsearch.search.routing import query_kind, route_matrix
+from trafficsearch.testing.color import ColorModel, make_color_gallery
 
 torch.set_num_threads(1)
 PED = "1,0,1,0,1,0,0,0,0,0,0,0,0,1,0,0,0,0,0,0,0"

@@ -13,8 +13,8 @@ from trafficsearch.data.labels import write_labels
 from trafficsearch.data.records import Record, VehicleAttributes
 from trafficsearch.errors import TrafficSearchError
 from trafficsearch.index import build_index
-from trafficsearch.index.testing import ColorModel, make_color_gallery
 from trafficsearch.search import Candidates, SearchEngine
+from trafficsearch.testing.color import ColorModel, make_color_gallery
 
 torch.set_num_threads(1)
 PEDESTRIAN = "1,0,1,0,1,0,0,0,0,0,0,0,0,1,0,0,0,0,0,0,0"

@@ -18,12 +18,12 @@ import pytest
 import torch
 
 from trafficsearch.data.labels import parse_line
+from trafficsearch.testing.offline import offline_clip
 from trafficsearch.train.clip_task import ClipTask
 from trafficsearch.train.config import load_config
 from trafficsearch.train.dist import DistInfo
 from trafficsearch.train.loop import Stepper
 from trafficsearch.train.task import Batch
-from trafficsearch.train.testing import offline_clip
 
 CASES = {
     # config: (open_clip name, extra overrides for the test, locked params, unlocked params)

@@ -17,8 +17,8 @@ from PIL import Image
 
 from trafficsearch.errors import ConfigError
 from trafficsearch.serve.app import create_app
-from trafficsearch.serve.fake import FakeEngine, _Item
 from trafficsearch.serve.server import serve_in_thread
+from trafficsearch.testing.fake_engine import FakeEngine, _Item
 
 SECRET = b"TOP-SECRET-OUTSIDE-THE-GALLERY"
 

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from trafficsearch.serve.batcher import MicroBatcher
-from trafficsearch.serve.fake import FakeEngine
+from trafficsearch.testing.fake_engine import FakeEngine
 
 
 @pytest.fixture(scope="module")

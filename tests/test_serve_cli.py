@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from trafficsearch.index import build_index
-from trafficsearch.index.testing import make_color_gallery
 from trafficsearch.search.engine import SearchEngine
-from trafficsearch.serve.bench import free_port
+from trafficsearch.testing.color import make_color_gallery
+from trafficsearch.testing.service import free_port
 
 torch.set_num_threads(2)
 COLORS = ["red", "blue", "green", "white", "black", "yellow"]

@@ -11,9 +11,9 @@ import asyncio
 import pytest
 
 from trafficsearch.serve.app import create_app
-from trafficsearch.serve.fake import FakeEngine
-from trafficsearch.serve.loadgen import run_load
 from trafficsearch.serve.server import serve_in_thread
+from trafficsearch.testing.fake_engine import FakeEngine
+from trafficsearch.testing.loadgen import run_load
 
 TOTAL = 2000
 CONCURRENCY = 32

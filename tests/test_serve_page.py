@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from trafficsearch.serve.app import create_app
-from trafficsearch.serve.fake import FakeEngine
 from trafficsearch.serve.server import serve_in_thread
+from trafficsearch.testing.fake_engine import FakeEngine
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

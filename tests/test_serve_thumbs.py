@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from trafficsearch.serve.app import create_app
-from trafficsearch.serve.fake import FakeEngine
 from trafficsearch.serve.server import serve_in_thread
 from trafficsearch.serve.thumbs import ThumbnailCache, make_thumbnail
+from trafficsearch.testing.fake_engine import FakeEngine
 
 
 def _image(path: Path, size: tuple[int, int], color: str = "red") -> Path:

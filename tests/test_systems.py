@@ -9,10 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from trafficsearch.data.labels import write_labels
-from trafficsearch.data.records import Record, VehicleAttributes
 from trafficsearch.demo import FULL_SYSTEM, compare_with_best_single
-from trafficsearch.index.testing import ColorModel, make_color_gallery
 from trafficsearch.search import fusion
 from trafficsearch.systems import (
     MemberIndex,
@@ -26,22 +23,15 @@ from trafficsearch.systems import (
     open_single,
     score_system,
 )
+from trafficsearch.testing.color import ColorModel
 
 torch.set_num_threads(1)
-COLORS = ["red", "green", "blue", "yellow", "orange", "purple", "white", "black"]
 
 
 @pytest.fixture(scope="module")
-def split_data(tmp_path_factory: pytest.TempPathFactory) -> SplitData:
-    root = tmp_path_factory.mktemp("systems")
-    names = {f"v{i:02d}.jpg": COLORS[i % len(COLORS)] for i in range(16)}
-    make_color_gallery(root / "images", names)
-    records = [
-        Record(n, "vehicle", f"{c} Audi.", f"This is a {c} Audi.", vehicle=VehicleAttributes(c, "Audi"))
-        for n, c in names.items()
-    ]
-    write_labels(records, root / "labels.txt")
-    return SplitData("val", records, root / "images", root / "labels.txt")
+def split_data(color_vehicles) -> SplitData:
+    vehicles = color_vehicles(16, text="This is a {color} Audi.")
+    return SplitData("val", vehicles.records, vehicles.images, vehicles.labels)
 
 
 @pytest.fixture(scope="module")

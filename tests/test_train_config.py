@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from trafficsearch.errors import ConfigError
+from trafficsearch.testing.datasets import TINY_CONFIG
 from trafficsearch.train.config import load_config
-from trafficsearch.train.testing import TINY_CONFIG
 
 REPO_CONFIGS = TINY_CONFIG.parent
 

@@ -12,9 +12,9 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
+from trafficsearch.testing.datasets import TINY_CONFIG
 from trafficsearch.train.config import load_config
 from trafficsearch.train.loop import train
-from trafficsearch.train.testing import TINY_CONFIG, make_dataset
 
 COMMON = [
     "train.epochs=1",
@@ -44,10 +44,10 @@ def _worker(rank: int, world: int, runs: list[tuple[int, list[str], str]]) -> No
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, tiny_data):
     """Per accumulation setting: a single-process run and a 2-process gloo run (one spawn for both)."""
     tmp = tmp_path_factory.mktemp("ddp")
-    data = make_dataset(tmp / "data")
+    data = tiny_data
     out, jobs = {}, []
     for accum in (1, 2):
         overrides = [f"data.root={data}", *COMMON, f"train.grad_accum_steps={accum}"]

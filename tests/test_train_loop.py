@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 
 from trafficsearch.errors import ConfigError
 from trafficsearch.models import load_model
+from trafficsearch.testing.datasets import TINY_CONFIG
 from trafficsearch.train.config import load_config
 from trafficsearch.train.loop import train
-from trafficsearch.train.testing import TINY_CONFIG, make_dataset
 
 torch.set_num_threads(1)
 
@@ -23,8 +23,8 @@ class Interrupt(Exception):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("tiny") / "data")
+def data(tiny_data):
+    return tiny_data
 
 
 def _cfg(data, *extra: str):

@@ -12,12 +12,12 @@ from safetensors.torch import load_file
 
 from trafficsearch.data.dataset import make_pairs
 from trafficsearch.data.labels import parse_line
+from trafficsearch.testing.datasets import TINY_CONFIG
 from trafficsearch.train.config import load_config
 from trafficsearch.train.contrastive import contrastive_loss
 from trafficsearch.train.dist import DistInfo
 from trafficsearch.train.loop import train
 from trafficsearch.train.loss import ContrastiveLoss, pair_targets
-from trafficsearch.train.testing import TINY_CONFIG, make_dataset
 
 torch.set_num_threads(1)
 PED = (
@@ -33,8 +33,8 @@ class Interrupt(Exception):
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("tiny") / "data")
+def data(tiny_data):
+    return tiny_data
 
 
 def _cfg(data, *extra: str):
@@ -49,14 +49,17 @@ def test_prompt_pairs_keep_the_original_and_share_image_ids() -> None:
     records = [parse_line(line, path=Path("x"), line=i + 1) for i, line in enumerate([CAR, PED])]
     plain = make_pairs(records)
     assert plain.texts == [CAR.split("$")[2], PED.split("$")[2]] and plain.image_of == [0, 1]
-    pairs = make_pairs(records, vehicles=True, pedestrians=True)
+    pairs = make_pairs(records, vehicles=True, pedestrians=True, vehicle_form="pairs")
     assert len(pairs.images) == 2
-    assert pairs.texts[0] == "This is a white Audi." and len(pairs) == 4 + 3  # car: 1 + 3 prompts, ped: 1 + 2
-    assert pairs.image_of == [0, 0, 0, 0, 1, 1, 1]
-    assert pairs.texts[4] == PED.split("$")[2]  # the original first, never replaced
-    assert make_pairs(records, vehicles=True).image_of == [0, 0, 0, 0, 1]
+    assert pairs.texts[0] == "This is a white Audi." and len(pairs) == 3 + 3  # car: 1 + 2 prompts, ped: 1 + 2
+    assert pairs.image_of == [0, 0, 0, 1, 1, 1]
+    assert pairs.texts[3] == PED.split("$")[2]  # the original first, never replaced
+    assert make_pairs(records, vehicles=True, vehicle_form="pairs").image_of == [0, 0, 0, 1]
     same_image = pair_targets("same_image", pairs.records, pairs.texts, pairs.image_of)
-    assert same_image[0, 3] and same_image[4, 6] and not same_image[0, 4]
+    assert same_image[0, 2] and same_image[3, 5] and not same_image[0, 3]
+    in_place = make_pairs(records, vehicles=True, pedestrians=True)  # the seed's form: one car text
+    assert in_place.image_of == [0, 1, 1, 1]
+    assert in_place.texts[0].startswith("This is a white Audi. This is a vehicle. The brand")
 
 
 def test_same_text_targets_are_the_former_multi_positive_loss() -> None:
@@ -121,9 +124,16 @@ def test_locked_parameters_stay_bit_identical_after_a_step(tmp_path, data) -> No
 
 
 def test_resume_is_exact_with_augmentation_and_prompts_on(tmp_path, data) -> None:
-    extra = [*AUG, "data.prompts.vehicles=true", "train.epochs=1", "train.batch_size=8", "train.save_every=1"]
+    extra = [
+        *AUG,
+        "data.prompts.vehicles=true",
+        "data.prompts.vehicle_form=pairs",
+        "train.epochs=1",
+        "train.batch_size=6",
+        "train.save_every=1",
+    ]
     full = train(_cfg(data, *extra), tmp_path / "full", show_progress=False)
-    assert full.step == 6  # 12 images x 4 pairs / 8
+    assert full.step == 6  # 12 images x 3 pairs (caption + two part prompts) / 6
 
     def cut(step: int) -> None:
         if step == 4:

@@ -11,9 +11,9 @@ import yaml
 from safetensors.torch import load_file
 
 from trafficsearch.errors import ConfigError
+from trafficsearch.testing.datasets import TINY_CONFIG
 from trafficsearch.train.config import load_config
 from trafficsearch.train.loop import train
-from trafficsearch.train.testing import TINY_CONFIG, make_dataset
 
 torch.set_num_threads(1)
 
@@ -35,8 +35,8 @@ def _write(tmp_path, data):
     return path
 
 
-def test_stage_two_starts_from_stage_one_best_and_resumes(tmp_path) -> None:
-    data = make_dataset(tmp_path / "data")
+def test_stage_two_starts_from_stage_one_best_and_resumes(tmp_path, tiny_data) -> None:
+    data = tiny_data
     cfg = load_config(_write(tmp_path, data))
 
     def cut(step: int) -> None:

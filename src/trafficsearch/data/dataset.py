@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from trafficsearch.data.labels import read_labels
 from trafficsearch.data.layout import split
-from trafficsearch.data.prompts import expand_records
+from trafficsearch.data.prompts import VehicleForm, expand_records
 from trafficsearch.data.records import Record
 from trafficsearch.data.transforms import Geometry, Preprocess, to_uint8
 from trafficsearch.errors import DataError
@@ -57,12 +57,19 @@ class TrainPairs:
         return len(self.texts)
 
 
-def make_pairs(records: Sequence[Record], *, vehicles: bool = False, pedestrians: bool = False) -> TrainPairs:
-    """Original pairs first per record, then its prompt pairs (data/prompts.py); raw queries stay raw."""
+def make_pairs(
+    records: Sequence[Record],
+    *,
+    vehicles: bool = False,
+    pedestrians: bool = False,
+    vehicle_form: VehicleForm = "in_place",
+) -> TrainPairs:
+    """Each record's caption pair first, then its prompt pairs (data/prompts.py); raw queries stay raw."""
     rows: dict[str, int] = {}
     images: list[Record] = []
     out_records, texts, image_of = [], [], []
-    for record, text in expand_records(records, vehicles=vehicles, pedestrians=pedestrians):
+    pairs = expand_records(records, vehicles=vehicles, pedestrians=pedestrians, vehicle_form=vehicle_form)
+    for record, text in pairs:
         if record.image not in rows:
             rows[record.image] = len(images)
             images.append(record)

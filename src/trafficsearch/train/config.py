@@ -45,10 +45,15 @@ class RandAugmentSettings:
 
 @dataclass
 class PromptsConfig:
-    """data.prompts: extra (image, text) pairs per kind (data/prompts.py); the original is always kept."""
+    """data.prompts: prompt augmentation per kind (data/prompts.py); pedestrian sentences are extra pairs.
+
+    vehicle_form: "in_place" (the seed's: prompts appended to the caption, one text per vehicle) or "pairs"
+    (one extra pair per brand/type/colour prompt).
+    """
 
     vehicles: bool = False
     pedestrians: bool = False
+    vehicle_form: str = "in_place"
 
 
 @dataclass
@@ -130,6 +135,7 @@ class Config:
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "data.transform": ("pad", "openclip", "stretch"),
+    "data.prompts.vehicle_form": ("in_place", "pairs"),
     "data.crop_interpolation": ("bicubic", "bilinear", "random"),
     "model.family": ("clip", "blip"),
     "train.precision": ("auto", "fp32", "bf16", "fp16", "pure_bf16"),

@@ -367,7 +367,10 @@ def _train(
     train_records, train_images = load_split(cfg.data.root, cfg.data.train_split, cfg.data.max_train)
     val_records, val_images = load_split(cfg.data.root, cfg.data.val_split, cfg.data.max_val)
     pairs = make_pairs(
-        train_records, vehicles=cfg.data.prompts.vehicles, pedestrians=cfg.data.prompts.pedestrians
+        train_records,
+        vehicles=cfg.data.prompts.vehicles,
+        pedestrians=cfg.data.prompts.pedestrians,
+        vehicle_form=cfg.data.prompts.vehicle_form,
     )
     batches = EpochBatches(
         len(pairs),

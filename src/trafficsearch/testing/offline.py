@@ -1,53 +1,9 @@
-"""Tiny competition-layout data sets for tests: coloured boxes on a grey ground, captions naming the colour.
-
-Why in the package: any area's end-to-end test can train the tiny model without the synthetic renderer.
-"""
+"""open_clip models with random weights built offline: the seed recipe's architectures, no download."""
 
 from __future__ import annotations
 
-import string
+import json
 from pathlib import Path
-
-import numpy as np
-from PIL import Image, ImageDraw
-
-REPO = Path(__file__).resolve().parents[3]
-TINY_CONFIG = REPO / "configs" / "demo" / "tiny-test.yaml"
-COLORS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 180, 60), "yellow": (230, 210, 40)}
-BRANDS = ("Audi", "BMW", "Ford")
-
-
-def _name(rng: np.random.Generator) -> str:
-    return "".join(rng.choice(list(string.ascii_lowercase), size=10)) + ".jpg"
-
-
-def make_split(root: Path, split: str, n: int, seed: int) -> Path:
-    """Write n vehicle crops + labels (`{colour} {brand}.`): the box colour matches the caption."""
-    rng = np.random.default_rng(seed)
-    images = root / split / f"{split}_images"
-    images.mkdir(parents=True, exist_ok=True)
-    lines = []
-    names = list(COLORS)
-    for i in range(n):
-        color = names[i % len(names)]
-        brand = BRANDS[(i // len(names)) % len(BRANDS)]
-        w, h = int(rng.integers(24, 60)), int(rng.integers(24, 60))
-        img = Image.new("RGB", (w, h), (128, 128, 128))
-        ImageDraw.Draw(img).rectangle([w // 6, h // 6, w - w // 6, h - h // 6], fill=COLORS[color])
-        name = _name(rng)
-        img.save(images / name, quality=95)
-        attr = f"{color} {brand}."
-        text = f"This is a {attr}"
-        lines.append(f"{name}${attr}${text}")
-    (root / split / f"{split}_label.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return root
-
-
-def make_dataset(root: Path, n_train: int = 12, n_val: int = 8) -> Path:
-    make_split(root, "train", n_train, seed=1)
-    make_split(root, "val", n_val, seed=2)
-    return root
-
 
 # XLM-R large as open_clip's xlm-roberta-large-ViT-H-14 expects it (transformers' XLMRobertaConfig values),
 # so the architecture builds offline; the hub config/tokenizer are only needed with real weights.
@@ -73,8 +29,6 @@ def offline_clip(name: str, cache_dir: Path, transform: str = "pad"):  # noqa: A
     """open_clip `name` with random weights and no download: an HF text tower is built from a local config
     (`hf_model_pretrained: false`) and tokenised by the packaged MiniLM BERT tokenizer as a stand-in
     (ids stay inside XLM-R's vocabulary; real training uses the model's own sentencepiece tokenizer)."""
-    import json
-
     from trafficsearch.models import registry
     from trafficsearch.models.clip import build_from_config, create_clip
 

@@ -39,7 +39,7 @@ class EngineSpec:
             from trafficsearch.search.engine import SearchEngine
 
             return SearchEngine.open(self.index_dir, model=self.model, device=self.device)
-        from trafficsearch.serve.fake import FakeEngine
+        from trafficsearch.testing.fake_engine import FakeEngine
 
         assert self.fake_dir, "EngineSpec needs index_dir or fake_dir"
         return FakeEngine.create(self.fake_dir, count=self.count)
@@ -74,7 +74,7 @@ def serve_in_subprocess(
     """Run the service in a child interpreter; yields its base URL once /healthz answers."""
     port = free_port()
     config = json.dumps({"spec": asdict(spec), "port": port, "app": app_kwargs or {}, "threads": threads})
-    process = subprocess.Popen([sys.executable, "-m", "trafficsearch.serve.bench", config])
+    process = subprocess.Popen([sys.executable, "-m", "trafficsearch.testing.service", config])
     url = f"http://{LOOPBACK}:{port}"
     deadline = time.monotonic() + startup_timeout
     try:

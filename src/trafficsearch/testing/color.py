@@ -4,11 +4,15 @@ text's vector is the colour it names. Known vectors make "the search returns the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from trafficsearch.data.labels import write_labels
+from trafficsearch.data.records import Record, VehicleAttributes
 
 COLOR_WORDS: dict[str, tuple[float, float, float]] = {
     "red": (1.0, 0.0, 0.0),
@@ -94,3 +98,28 @@ def make_color_gallery(
         Image.new("RGB", size, rgb).save(path, quality=95)
         paths.append(path)
     return paths
+
+
+VEHICLE_COLORS = ("red", "green", "blue", "yellow", "orange", "purple", "white", "black")
+
+
+@dataclass(frozen=True)
+class ColorVehicles:
+    """A colour gallery with its label file: vehicle i has colour VEHICLE_COLORS[i % 8] (two per colour
+    when n = 16), and its caption names that colour, so ColorModel ranks each caption's images first."""
+
+    images: Path
+    labels: Path
+    records: list[Record]
+
+
+def write_color_vehicles(images: Path, labels: Path, n: int, text: str = "A {color} Audi.") -> ColorVehicles:
+    """Write `n` solid-colour vehicle crops v00.jpg... under `images` and their labels to `labels`."""
+    names = {f"v{i:02d}.jpg": VEHICLE_COLORS[i % len(VEHICLE_COLORS)] for i in range(n)}
+    make_color_gallery(images, names)
+    records = [
+        Record(name, "vehicle", f"{c} Audi.", text.format(color=c), vehicle=VehicleAttributes(c, "Audi"))
+        for name, c in names.items()
+    ]
+    write_labels(records, labels)
+    return ColorVehicles(images, labels, records)
