@@ -16,8 +16,8 @@ from trafficsearch.index.faiss_util import load_faiss, write_flat
 from trafficsearch.index.filters import parse_where
 from trafficsearch.index.imagemeta import read_image_metadata
 from trafficsearch.index.store import open_index
-from trafficsearch.index.testing import ColorModel, make_color_gallery
 from trafficsearch.search.engine import SearchEngine
+from trafficsearch.testing.color import ColorModel, make_color_gallery
 
 NAMES = {"a.jpg", "b.jpg", "c.jpg"}
 
