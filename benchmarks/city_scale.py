@@ -9,7 +9,7 @@ an IVF merge (trained on a sample, added in chunks). Baseline in the same run: m
 streaming merge at --baseline-n vectors.
 
     .venv/bin/python benchmarks/city_scale.py --n 1000000 [--work /tmp/city] [--keep]
-    .venv/bin/python benchmarks/city_scale.py --n 10000000 --ivf IVF4096,SQfp16   # ~22 GB of disk
+    .venv/bin/python benchmarks/city_scale.py --n 10000000   # ~35 GB of disk at the peak
 
 Prints a table and writes benchmarks/results/city_scale-<N>.{json,md}.
 """
