@@ -7,10 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from trafficsearch.errors import ConfigError
-from trafficsearch.models.blip import (
-    TEMP_MAX,
-    TEMP_MIN,
-    BlipRetrieval,
+from trafficsearch.models.blip import TEMP_MAX, TEMP_MIN, BlipRetrieval
+from trafficsearch.train.blip_loss import (
     as_id_tensor,
     blip_features,
     blip_itc_itm_loss,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trafficsearch.models.blip import blip_itc_itm_loss, create_blip
+from trafficsearch.models.blip import create_blip
+from trafficsearch.train.blip_loss import blip_itc_itm_loss
 
 torch.set_num_threads(2)
 TEXTS = [

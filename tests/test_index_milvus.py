@@ -35,6 +35,8 @@ def test_where_expr_escapes_and_translates() -> None:
         where_expr({"speed": 3})
     with pytest.raises(TrafficSearchError, match="cannot filter on 'row'"):
         where_expr({"row": 3})
+    with pytest.raises(TrafficSearchError, match="ISO 8601 text"):  # numeric times only work in SQLite
+        where_expr({"time": {"gte": 150}})
 
 
 @pytest.fixture(scope="module")

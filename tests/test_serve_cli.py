@@ -95,3 +95,31 @@ def test_serve_command_user_errors_are_one_line(
     err = capsys.readouterr().err
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "idx" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--host", "0.0.0.0"], "--token-file"),
+        (["--host", "127.0.0.1", "--rate-limit", "lots"], "rate limit 'lots'"),
+        (["--host", "127.0.0.1", "--cors-origin", "*"], "--cors-origin '*'"),
+        (["--host", "192.168.7.7", "--token-file", "MISSING"], "cannot read token file"),
+    ],
+)
+def test_serve_exposure_options_fail_with_one_line(
+    tmp_path: Path,
+    args: list[str],
+    needle: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from trafficsearch.cli import main
+
+    monkeypatch.delenv("TRAFFICSEARCH_TOKENS", raising=False)
+    args = [str(tmp_path / "nope") if a == "MISSING" else a for a in args]
+    monkeypatch.setattr(sys, "argv", ["trafficsearch", "serve", str(tmp_path), "--port", "0", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], lines

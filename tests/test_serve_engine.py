@@ -88,6 +88,7 @@ def test_real_index_unknown_ids_and_health(real: dict) -> None:
     health = client.get("/healthz").json()
     assert health == {
         "ok": True,
+        "auth": False,
         "count": len(real["names"]),
         "model": "color-test-v0",
         "batching": health["batching"],

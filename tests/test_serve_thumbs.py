@@ -74,7 +74,7 @@ def test_undecodable_file_is_404_not_500(tmp_path: Path) -> None:
     engine.image_path(1).write_bytes(b"this is not a JPEG")
     with serve_in_thread(create_app(engine)) as url:
         response = httpx.get(f"{url}/thumbs/1", timeout=10)
-        assert response.status_code == 404 and "cannot be decoded" in response.json()["detail"]
+        assert response.status_code == 404 and "cannot be decoded" in response.json()["detail"][0]["msg"]
         assert httpx.get(f"{url}/thumbs/2", timeout=10).status_code == 200
 
 

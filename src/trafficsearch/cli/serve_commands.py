@@ -2,21 +2,72 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 
-from trafficsearch.errors import TrafficSearchError
+from trafficsearch.errors import ConfigError, TrafficSearchError
 
 console = Console(stderr=True)
-LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+
+
+def _machine_names() -> set[str]:
+    """This machine's name and addresses: what clients use to reach a wildcard (0.0.0.0) bind."""
+    names: set[str] = set()
+    try:
+        host = socket.gethostname()
+        names.add(host)
+        name, aliases, addresses = socket.gethostbyname_ex(host)
+        names.update([name, *aliases, *addresses])
+    except OSError:
+        pass
+    return names
+
+
+def exposure_options(
+    host: str,
+    token_file: Path | None,
+    allow_host: list[str],
+    cors_origin: list[str],
+    audit_log: Path | None,
+    audit_max_mb: int,
+    rate_limit: str | None,
+    environ: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """create_app keyword arguments for how the service is exposed; ConfigError with one line if wrong."""
+    from trafficsearch.serve.audit import AuditLog
+    from trafficsearch.serve.security import TOKENS_ENV, host_allow_list, is_loopback, load_tokens, parse_rate
+
+    tokens = load_tokens(token_file, environ)
+    loopback = is_loopback(host)
+    if not loopback and not tokens:
+        raise ConfigError(
+            f"--host {host} is reachable from other machines: give bearer tokens with --token-file FILE "
+            f"(lines 'ID:SECRET') or ${TOKENS_ENV}='ID:SECRET,...'"
+        )
+    for origin in cors_origin:
+        if origin == "*" or not origin.startswith(("http://", "https://")):
+            raise ConfigError(f"--cors-origin {origin!r}: give a full origin such as https://analyst.example")
+    extra = list(allow_host)
+    if host in ("0.0.0.0", "::"):
+        extra += sorted(_machine_names())
+    return {
+        "tokens": tokens,
+        "require_auth": not loopback,
+        "allowed_hosts": sorted(host_allow_list(host, extra)),
+        "cors_origins": list(cors_origin),
+        "audit_log": AuditLog(audit_log, max_bytes=audit_max_mb * 1024 * 1024) if audit_log else None,
+        "rate_limit": parse_rate(rate_limit) if rate_limit else None,
+    }
 
 
 def serve(
     index_dir: Path = typer.Argument(..., help="Index directory written by `trafficsearch index`."),
     host: str = typer.Option(
-        "127.0.0.1", help="Address to bind; loopback by default (not reachable from outside)."
+        "127.0.0.1", help="Address to bind; loopback by default. Any other address needs tokens."
     ),
     port: int = typer.Option(8000, min=0, max=65535, help="TCP port."),
     model: str | None = typer.Option(
@@ -27,10 +78,23 @@ def serve(
     batch_window_ms: float = typer.Option(5.0, min=0.0, help="How long concurrent queries are collected."),
     max_batch: int = typer.Option(32, min=1, help="Most queries searched in one engine call."),
     access_log: bool = typer.Option(True, help="Log every request."),
+    token_file: Path | None = typer.Option(
+        None, help="Bearer tokens, one 'ID:SECRET' per line (also $TRAFFICSEARCH_TOKENS='ID:SECRET,...')."
+    ),
+    allow_host: list[str] = typer.Option(  # noqa: B008
+        [], help="Host header to accept besides localhost and the bind address (repeatable; '*': any)."
+    ),
+    cors_origin: list[str] = typer.Option(  # noqa: B008
+        [], help="Origin allowed to call the API from a browser (repeatable); CORS is off by default."
+    ),
+    audit_log: Path | None = typer.Option(None, help="Append one JSON line per search to this file."),
+    audit_max_mb: int = typer.Option(10, min=1, help="Rotate the audit log past this size (5 kept)."),
+    rate_limit: str | None = typer.Option(None, help="Searches per token, e.g. 60/min or 5/s."),
 ) -> None:
     """Serve search over HTTP: POST /search, GET /images/{id}, /thumbs/{id}, /healthz, the page at /."""
     if not index_dir.is_dir():
         raise TrafficSearchError("index directory not found", path=index_dir)
+    options = exposure_options(host, token_file, allow_host, cors_origin, audit_log, audit_max_mb, rate_limit)
     try:
         from trafficsearch.search.engine import SearchEngine
     except ModuleNotFoundError as exc:
@@ -40,16 +104,19 @@ def serve(
 
     with console.status(f"opening index {index_dir} ..."):
         engine = SearchEngine.open(index_dir, model=model, device=device)
-    app = create_app(engine, max_k=max_k, batch_window_ms=batch_window_ms, max_batch=max_batch)
-    if host not in LOOPBACK_HOSTS:
-        console.print(
-            f"[yellow]warning:[/] listening on {host}: the gallery images are readable by anyone who "
-            "can reach this address (there is no authentication)"
-        )
+    app = create_app(
+        engine,
+        max_k=max_k,
+        batch_window_ms=batch_window_ms,
+        max_batch=max_batch,
+        index_name=index_dir.name,
+        **options,
+    )
     shown = f"[{host}]" if ":" in host else host
+    auth = f"{len(options['tokens'])} token(s)" if options["tokens"] else "no authentication (loopback)"
     console.print(
         f"serving {engine.info().get('count', '?')} images at [bold]http://{shown}:{port}/[/] "
-        "(API docs at /docs, Ctrl-C to stop)"
+        f"({auth}; API docs at /docs, Ctrl-C to stop)"
     )
     serve_forever(app, host=host, port=port, access_log=access_log)
 

@@ -23,8 +23,13 @@ from trafficsearch.data.transforms import Geometry, Preprocess, to_uint8
 from trafficsearch.errors import DataError
 
 
-def load_split(root: str | Path, name: str, limit: int | None = None) -> tuple[list[Record], Path]:
-    """Records of split `name` under a competition-layout root (at most `limit`), and its images folder."""
+def load_split(
+    root: str | Path, name: str, limit: int | None = None, skipped: list[DataError] | None = None
+) -> tuple[list[Record], Path]:
+    """Records of split `name` under a competition-layout root (at most `limit`), and its images folder.
+
+    With a `skipped` list, bad label lines are appended to it instead of raised (training's on_error: skip).
+    """
     sp = split(root, name)
     if not sp.labels.is_file():
         raise DataError(
@@ -32,7 +37,10 @@ def load_split(root: str | Path, name: str, limit: int | None = None) -> tuple[l
         )
     if not sp.images.is_dir():
         raise DataError(f"no {name} images folder", path=sp.images)
-    records = read_labels(sp.labels).records
+    labels = read_labels(sp.labels, on_error="skip" if skipped is not None else "raise")
+    if skipped is not None:
+        skipped.extend(labels.skipped)
+    records = labels.records
     if limit is not None and limit < len(records):
         # an evenly spread subset, in file order: label files group kinds (vehicles first), a prefix would not
         keep = torch.linspace(0, len(records) - 1, limit).round().long().unique().tolist()
@@ -105,18 +113,75 @@ class ImageDataset(Dataset):
         return pixels, index
 
 
+class _Tolerant(Dataset):
+    """An ImageDataset whose unreadable images come back as a reason (zeros for pixels) instead of raising."""
+
+    def __init__(self, dataset: ImageDataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+        try:
+            pixels, _ = self.dataset[index]
+        except DataError as exc:
+            size = self.dataset.geometry.pre.image_size  # type: ignore[attr-defined]
+            return torch.zeros(3, size, size, dtype=torch.uint8), index, exc.message
+        return pixels, index, ""
+
+
+def _decoded(
+    dataset: ImageDataset,
+    workers: int,
+    failed: list[tuple[int, DataError]] | None,
+    generator: torch.Generator | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(uint8 pixels, row indices) per batch of 64; failures go to `failed` when given, else raise.
+    DataLoader draws its worker seed from `generator` (None: the global RNG, as preload always has)."""
+    source: Dataset = dataset if failed is None else _Tolerant(dataset)
+    loader = DataLoader(source, batch_size=64, shuffle=False, num_workers=workers, generator=generator)
+    for item in loader:
+        pixels, index = item[0], item[1]
+        if failed is not None:
+            for row, reason in zip(index.tolist(), item[2], strict=True):
+                if reason:
+                    record = dataset.records[row]
+                    path = dataset.images_dir / record.image
+                    failed.append((row, DataError(reason, path=path, line=record.line or None)))
+        yield pixels, index
+
+
 def preload(
-    dataset: ImageDataset, workers: int = 2, progress: Callable[[int], None] | None = None
+    dataset: ImageDataset,
+    workers: int = 2,
+    progress: Callable[[int], None] | None = None,
+    failed: list[tuple[int, DataError]] | None = None,
 ) -> torch.Tensor:
-    """Decode every image once into one uint8 tensor [N,3,S,S] (~12 KiB per 64px image)."""
+    """Decode every image once into one uint8 tensor [N,3,S,S] (~12 KiB per 64px image).
+
+    With a `failed` list, an unreadable image is appended to it as (row, DataError) and its row left zero,
+    instead of stopping at the first one (training's on_error: skip)."""
     size = dataset.geometry.pre.image_size  # type: ignore[attr-defined]
     out = torch.empty(len(dataset), 3, size, size, dtype=torch.uint8)
-    loader = DataLoader(dataset, batch_size=64, shuffle=False, num_workers=workers)
-    for pixels, index in loader:
+    for pixels, index in _decoded(dataset, workers, failed):
         out[index] = pixels
         if progress is not None:
             progress(len(index))
     return out
+
+
+def scan_images(
+    dataset: ImageDataset,
+    failed: list[tuple[int, DataError]],
+    workers: int = 2,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Decode every image once, keeping nothing: which rows are unreadable (when images are not cached).
+    Leaves the global RNG alone, so a run with nothing to skip trains as one without the check."""
+    for _, index in _decoded(dataset, workers, failed, torch.Generator()):
+        if progress is not None:
+            progress(len(index))
 
 
 class EpochBatches:

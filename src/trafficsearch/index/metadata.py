@@ -261,7 +261,17 @@ def normalize_condition(column: str, condition: Any) -> Any:
 
     Returns a dict of {op: value}, a list (any of), None (IS NULL) or a scalar.
     """
-    fix = (lambda v: normalize_time(v, field=column)) if column == "time" else (lambda v: v)
+
+    def fix(value: Any) -> Any:
+        # ISO 8601 text is normalised like stored times; numbers (e.g. seconds) compare as numbers
+        if (
+            column != "time"
+            or value is None
+            or (isinstance(value, int | float) and not isinstance(value, bool))
+        ):
+            return value
+        return normalize_time(value, field=column)
+
     if isinstance(condition, dict):
         for op in condition:
             if op not in OPS:

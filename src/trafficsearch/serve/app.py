@@ -1,8 +1,12 @@
 """The search service: a FastAPI app over one `SearchEngine` (the same engine the CLI uses).
 
-Routes: POST /search (micro-batched), GET /images/{id}, GET /thumbs/{id}?size=, GET /healthz,
-GET / (the web page) and /docs (OpenAPI). Image ids are integers resolved through the engine and the
-resolved file must lie inside the gallery root, so no request can read a file outside the gallery.
+Routes: POST /search (text, an example image, a gallery image, or a weighted mix; filters and paging),
+GET /images/{id}, GET /thumbs/{id}?size=, GET /healthz, the clip-retrieval compatible /indices-list,
+/knn-service and /metadata (serve/clip_compat.py), GET / (the web page) and /docs (OpenAPI).
+Image ids are integers resolved through the engine and the resolved file must lie inside the gallery
+root, so no request can read a file outside the gallery. Every error has one shape (serve/errors.py).
+Exposing the service (serve/security.py): bearer tokens, a Host allow-list, CORS only for listed
+origins, per-token rate limits, and an audit log of every search (serve/audit.py).
 """
 
 from __future__ import annotations
@@ -11,32 +15,55 @@ import json
 import mimetypes
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import ValidationError
-from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from trafficsearch.errors import ConfigError, TrafficSearchError
+from trafficsearch.errors import ConfigError
+from trafficsearch.serve.audit import AuditLog
 from trafficsearch.serve.batcher import Engine, MicroBatcher
-from trafficsearch.serve.schemas import Health, SearchResponse, describe_errors, search_request_model
+from trafficsearch.serve.bodies import parse_json, read_body
+from trafficsearch.serve.errors import (
+    ApiError,
+    error_response,
+    install_handlers,
+    responses,
+    validation_response,
+)
+from trafficsearch.serve.schemas import (
+    Health,
+    SearchRequestBase,
+    SearchResponse,
+    body_schema,
+    search_request_model,
+    where_conditions,
+)
+from trafficsearch.serve.security import RateLimiter, Token, TokenCheck, UrlSigner, host_allow_list, host_of
+from trafficsearch.serve.service import Query as SearchQuery
+from trafficsearch.serve.service import Service, decode_image
 from trafficsearch.serve.thumbs import DEFAULT_SIZE, MAX_SIZE, MIN_SIZE, ThumbnailCache
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-MAX_BODY_BYTES = 64 * 1024
+MAX_BODY_BYTES = 12 * 1024 * 1024  # an example image travels base64 in the JSON body
 _ID_RE = re.compile(r"[0-9]{1,18}")
+_DIGITS = re.compile(r"-?[0-9]+")
 # The page loads nothing from elsewhere; forbid it so an injected name could not either.
 PAGE_CSP = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
+PUBLIC_PATHS = ("/", "/docs", "/openapi.json")
+PUBLIC_PREFIXES = ("/static/", "/docs-static/")
 
 
 def gallery_root_of(engine: Engine) -> Path | None:
@@ -52,45 +79,32 @@ def gallery_root_of(engine: Engine) -> Path | None:
     return None
 
 
-def _hit_dict(hit: Any, prefix: str) -> dict[str, Any]:
-    return {
-        "id": int(hit.id),
-        "name": str(hit.name),
-        "score": float(hit.score),
-        "kind": str(hit.kind),
-        "thumb_url": f"{prefix}/thumbs/{int(hit.id)}",
-        "image_url": f"{prefix}/images/{int(hit.id)}",
-    }
+class HostAllowList:
+    """ASGI middleware: 400 for a Host header not in the allow-list (DNS rebinding), before any route."""
 
+    def __init__(self, app: ASGIApp, allowed: Iterable[str]) -> None:
+        self.app = app
+        self.allowed = {h.lower() for h in allowed}
+        self.any = "*" in self.allowed
 
-async def _read_body(request: Request) -> bytes:
-    """The whole body, refusing more than MAX_BODY_BYTES before reading it all."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise HTTPException(413, f"request body too large (limit {MAX_BODY_BYTES} bytes)")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise HTTPException(413, f"request body too large (limit {MAX_BODY_BYTES} bytes)")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _parse_json(body: bytes) -> Any:
-    if not body.strip():
-        raise HTTPException(400, 'empty request body; send JSON like {"text": "This is a white Audi."}')
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise HTTPException(400, f"request body is not valid UTF-8 (bad byte at offset {exc.start})") from exc
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise HTTPException(
-            400, f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from exc
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or self.any:
+            await self.app(scope, receive, send)
+            return
+        raw = next((v for k, v in scope.get("headers", []) if k == b"host"), b"")
+        host = host_of(raw.decode("latin-1"))
+        if host in self.allowed:
+            await self.app(scope, receive, send)
+            return
+        shown = raw.decode("latin-1")[:60]
+        response = error_response(
+            400,
+            f"Host header {shown!r} is not allowed; start the server with "
+            f"--allow-host {host_of(shown) or 'NAME'}",
+            loc=["header", "host"],
+            type="host_not_allowed",
+        )
+        await response(scope, receive, send)
 
 
 def _mount_offline_docs(app: FastAPI) -> None:
@@ -111,6 +125,30 @@ def _mount_offline_docs(app: FastAPI) -> None:
         )
 
 
+def parsed_of(text: str | None) -> dict[str, Any] | None:
+    """What the query text says (data/query_parse.py), as the API returns it."""
+    if text is None:
+        return None
+    from trafficsearch.data.query_parse import parse_query
+    from trafficsearch.data.vocab import PEDESTRIAN_ATTRIBUTES
+
+    parsed = parse_query(text)
+    vehicle = parsed.vehicle
+    return {
+        "kind": parsed.kind,
+        "vehicle": None
+        if vehicle is None
+        else {"color": vehicle.color, "brand": vehicle.brand, "type": vehicle.type},
+        "attributes": [
+            {"index": i, "name": PEDESTRIAN_ATTRIBUTES[i], "value": int(v)}
+            for i, v in sorted(parsed.stated.items())
+        ]
+        if parsed.kind == "pedestrian"
+        else [],
+        "boots": parsed.boots,
+    }
+
+
 def create_app(
     engine: Engine,
     *,
@@ -120,10 +158,27 @@ def create_app(
     max_batch: int = 32,
     gallery_root: str | Path | None = None,
     thumb_cache_bytes: int = 64 * 1024 * 1024,
+    tokens: Sequence[Token] = (),
+    require_auth: bool = False,
+    allowed_hosts: Iterable[str] | None = None,
+    cors_origins: Sequence[str] = (),
+    audit_log: AuditLog | None = None,
+    rate_limit: tuple[float, int] | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    index_name: str = "trafficsearch",
 ) -> FastAPI:
-    """Build the service for `engine`; `gallery_root` defaults to the engine's (see gallery_root_of)."""
+    """Build the service for `engine`; `gallery_root` defaults to the engine's (see gallery_root_of).
+
+    `tokens` turn bearer authentication on; `require_auth` (what a non-loopback bind sets) refuses to
+    build an app without them. `allowed_hosts` defaults to the loopback names; "*" allows any Host.
+    """
     if max_k < 1 or max_text_len < 1:
         raise ConfigError("max_k and max_text_len must be at least 1")
+    if require_auth and not tokens:
+        raise ConfigError(
+            "this bind address is not loopback: give tokens (--token-file or $TRAFFICSEARCH_TOKENS)",
+            field="tokens",
+        )
     root = Path(gallery_root) if gallery_root is not None else gallery_root_of(engine)
     if root is None:
         raise ConfigError("cannot tell where the gallery images are; pass gallery_root", field="gallery_root")
@@ -135,6 +190,8 @@ def create_app(
 
     batcher = MicroBatcher(engine, window_ms=batch_window_ms, max_batch=max_batch)
     thumbs = ThumbnailCache(thumb_cache_bytes)
+    limiter = RateLimiter(*rate_limit) if rate_limit else None
+    service = Service(engine, batcher, TokenCheck(tokens), limiter, audit_log, UrlSigner())
     request_model = search_request_model(max_k, max_text_len)
     allowed_fields = list(request_model.model_fields)
 
@@ -145,28 +202,42 @@ def create_app(
 
     app = FastAPI(
         title="trafficsearch",
-        summary="Find pedestrians and vehicles in traffic-camera crops from a text description.",
+        summary="Find pedestrians and vehicles in traffic-camera crops from a description or an example.",
         version="0.1.0",
         lifespan=lifespan,
         docs_url=None,  # served below from the bundled Swagger UI: offline-first, no CDN
         redoc_url=None,
     )
+    install_handlers(app)
     _mount_offline_docs(app)
     app.state.engine = engine
     app.state.batcher = batcher
     app.state.thumbs = thumbs
     app.state.gallery_root = root
+    app.state.service = service
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = list(exc.errors())
-        return JSONResponse(
-            {"detail": describe_errors(errors), "errors": _jsonable_errors(errors)}, status_code=422
-        )
+    async def authorize(request: Request) -> None:
+        """Runs before a route's own parameters are validated: no 422 (or 404) leaks to a caller without a
+        token. Image routes also take a signed URL (for <img src>)."""
+        if not service.auth:
+            return
+        path_id = request.path_params.get("image_id")
+        if path_id is not None:
+            q = request.query_params
+            if service.signer.verify(str(path_id), q.get("t"), q.get("exp"), q.get("sig")) is not None:
+                return
+        service.identify(request)
+
+    # Shown in OpenAPI only when tokens are required (else clients and fuzzers would expect a 401).
+    bearer = HTTPBearer(auto_error=False, description="A token from --token-file")
+    secured = [Depends(bearer), Depends(authorize)] if tokens else []
+    errors_common = (400, 401, 422)
 
     def resolve_image(image_id: str) -> Path:
         """Integer id -> file inside the gallery root, or 404 (never a path taken from the request)."""
-        not_found = HTTPException(404, f"no image with id '{image_id[:40]}'")
+        not_found = ApiError(
+            404, f"no image with id '{image_id[:40]}'", loc=["path", "image_id"], type="not_found"
+        )
         if not _ID_RE.fullmatch(image_id):
             raise not_found
         try:
@@ -177,68 +248,143 @@ def create_app(
             raise not_found
         return path
 
+    def hit_dict(hit: Any, rank: int, prefix: str, token_id: str | None) -> dict[str, Any]:
+        signed = service.image_query(int(hit.id), token_id)
+        return {
+            "id": int(hit.id),
+            "name": str(hit.name),
+            "score": float(hit.score),
+            "kind": str(hit.kind),
+            "rank": rank,
+            "thumb_url": f"{prefix}/thumbs/{int(hit.id)}{signed}",
+            "image_url": f"{prefix}/images/{int(hit.id)}{signed}",
+        }
+
     @app.post(
         "/search",
         response_model=SearchResponse,
-        summary="Rank gallery images for one text query",
+        summary="Rank gallery images for a text, an example image, a gallery image, or a mix",
+        dependencies=secured,
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": request_model.model_json_schema()}},
+                "content": {"application/json": {"schema": body_schema(request_model)}},
             }
         },
-        responses={400: {"description": "Body is not UTF-8 JSON"}, 422: {"description": "Invalid field"}},
+        responses=responses(*errors_common, 404, 413, 429, 500),
     )
     async def search(request: Request) -> JSONResponse:
-        payload = _parse_json(await _read_body(request))
+        token_id = service.identify(request)
+        service.limit(request, token_id)
+        payload = parse_json(await read_body(request, max_body_bytes))
         try:
-            query = request_model.model_validate(payload)
+            body: SearchRequestBase = request_model.model_validate(payload)
         except ValidationError as exc:
-            errors = exc.errors(include_url=False)
-            return JSONResponse(
-                {"detail": describe_errors(errors, allowed_fields), "errors": _jsonable_errors(errors)},
-                status_code=422,
-            )
+            return validation_response(exc.errors(include_url=False), allowed_fields)
+        query = SearchQuery(
+            text=body.text,
+            image_id=body.image_id,
+            image_weight=body.image_weight,
+            boost=list(body.boost),
+            boost_weight=body.boost_weight,
+            k=body.k,
+            offset=body.offset,
+            kind=body.kind,
+            where=where_conditions(body.where),
+            rerank=body.rerank,
+        )
+        if body.image is not None:
+            query.image, query.image_sha256 = decode_image(body.image)
+        if body.image_id is not None:
+            service.check_image_id(body.image_id, ["body", "image_id"])
         started = time.perf_counter()
-        try:
-            hits = await batcher.search(query.text, query.k, query.kind, query.rerank)
-        except TrafficSearchError as exc:
-            raise HTTPException(400, exc.one_line()) from exc
-        except Exception as exc:
-            raise HTTPException(500, f"search failed: {type(exc).__name__}: {exc}") from exc
+        hits = await service.run(query)
+        service.record(request, token_id, query, len(hits), "/search")
         prefix = request.scope.get("root_path", "").rstrip("/")
         return JSONResponse(
             {
                 "text": query.text,
+                "image_sha256": query.image_sha256,
+                "image_id": query.image_id,
                 "k": query.k,
+                "offset": query.offset,
                 "kind": query.kind,
+                "where": query.where,
                 "rerank": query.rerank,
                 "took_ms": round((time.perf_counter() - started) * 1000.0, 3),
-                "hits": [_hit_dict(hit, prefix) for hit in hits],
+                "parsed": parsed_of(query.text),
+                "hits": [hit_dict(h, query.offset + i + 1, prefix, token_id) for i, h in enumerate(hits)],
             }
         )
 
-    @app.get("/images/{image_id}", summary="The original image file", response_class=FileResponse)
-    def image(image_id: str) -> FileResponse:
+    signed_params = {
+        "t": Query(None, max_length=64, description="Signed URL: token id"),
+        "exp": Query(None, max_length=12, description="Signed URL: expiry (unix seconds)"),
+        "sig": Query(None, max_length=64, description="Signed URL: signature"),
+    }
+
+    @app.get(
+        "/images/{image_id}",
+        summary="The original image file",
+        response_class=FileResponse,
+        dependencies=secured,
+        responses={
+            200: {"content": {"image/*": {}}, "description": "The file"},
+            **responses(400, 401, 404, 422),
+        },
+    )
+    def image(
+        image_id: str,
+        t: str | None = signed_params["t"],
+        exp: str | None = signed_params["exp"],
+        sig: str | None = signed_params["sig"],
+    ) -> FileResponse:
+        del t, exp, sig  # checked by `authorize` (header token or signed URL); listed for the schema
         path = resolve_image(image_id)
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return FileResponse(path, media_type=media_type, headers={"Cache-Control": "public, max-age=3600"})
+        return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
 
-    @app.get("/thumbs/{image_id}", summary="A JPEG thumbnail (cached)", response_class=Response)
+    @app.get(
+        "/thumbs/{image_id}",
+        summary="A JPEG thumbnail (cached)",
+        response_class=Response,
+        dependencies=secured,
+        responses={
+            200: {"content": {"image/jpeg": {}}, "description": "JPEG"},
+            **responses(400, 401, 404, 422),
+        },
+    )
     def thumb(
         image_id: str,
         size: int = Query(DEFAULT_SIZE, ge=MIN_SIZE, le=MAX_SIZE, description="Longest side in pixels."),
+        t: str | None = signed_params["t"],
+        exp: str | None = signed_params["exp"],
+        sig: str | None = signed_params["sig"],
     ) -> Response:
+        del t, exp, sig  # checked by `authorize` (header token or signed URL); listed for the schema
         path = resolve_image(image_id)
         try:
             data = thumbs.get(path, size)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:  # unreadable, not an image, huge
-            raise HTTPException(404, f"image {image_id} cannot be decoded") from exc
-        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=3600"})
+            raise ApiError(404, f"image {image_id} cannot be decoded", loc=["path", "image_id"]) from exc
+        return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
-    @app.get("/healthz", response_model=Health, summary="Liveness, gallery size and model")
-    async def healthz() -> dict[str, Any]:
-        return {"ok": True, "count": count, "model": model_name, "batching": batcher.stats.as_dict()}
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        summary="Liveness, gallery size and model",
+        dependencies=secured,
+        responses=responses(400, 401),
+    )
+    async def healthz(request: Request) -> dict[str, Any]:
+        service.identify(request)
+        return {
+            "ok": True,
+            "count": count,
+            "model": model_name,
+            "auth": service.auth,
+            "batching": batcher.stats.as_dict(),
+        }
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -248,19 +394,25 @@ def create_app(
             headers={"Content-Security-Policy": PAGE_CSP, "X-Content-Type-Options": "nosniff"},
         )
 
+    from trafficsearch.serve.clip_compat import add_clip_routes
+
+    add_clip_routes(
+        app,
+        service,
+        index_name=index_name,
+        max_k=max_k,
+        max_body_bytes=max_body_bytes,
+        secured=secured,
+        hit_dict=hit_dict,
+    )
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    return app
-
-
-def _jsonable_errors(errors: list[Any]) -> list[dict[str, Any]]:
-    """Error entries without the raw input/ctx objects (which may not be JSON-serialisable)."""
-    out = []
-    for error in errors:
-        out.append(
-            {
-                "loc": [str(p) for p in error.get("loc", ())],
-                "msg": str(error.get("msg", "")),
-                "type": str(error.get("type", "")),
-            }
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+            max_age=600,
         )
-    return out
+    app.add_middleware(HostAllowList, allowed=host_allow_list(None, allowed_hosts or ()))
+    return app

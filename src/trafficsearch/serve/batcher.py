@@ -2,7 +2,7 @@
 
 Encoding a batch of texts costs little more than encoding one, and the engine (torch, FAISS) is not
 meant to be driven from many threads at once. So requests wait on an asyncio queue for a few
-milliseconds; one worker drains it, groups the pending queries by (kind, rerank), calls
+milliseconds; one worker drains it, groups the pending queries by (kind, where, rerank), calls
 `engine.search` once per group with the largest k asked for in a worker thread, and cuts each
 answer back to the k its request asked for. While one batch runs, the next one collects.
 The window is only waited for when there is company (more queries queued, or the previous batch
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -43,6 +45,7 @@ class _Pending:
     kind: str | None
     rerank: bool
     future: asyncio.Future[list[Any]]
+    where: dict[str, Any] | None = None
 
 
 @dataclass
@@ -80,6 +83,8 @@ class MicroBatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight: list[_Pending] = []
         self._last_size = 0
+        # Held around every engine call: other engine users (search by example) take it too.
+        self.engine_lock = threading.Lock()
 
     def _ensure_worker(self) -> asyncio.Queue[_Pending]:
         # Started lazily on the serving loop: works the same under uvicorn and under test clients.
@@ -90,12 +95,19 @@ class MicroBatcher:
             self._worker = loop.create_task(self._run(self._queue), name="trafficsearch-batcher")
         return self._queue
 
-    async def search(self, text: str, k: int, kind: str | None = None, rerank: bool = False) -> list[Any]:
+    async def search(
+        self,
+        text: str,
+        k: int,
+        kind: str | None = None,
+        rerank: bool = False,
+        where: dict[str, Any] | None = None,
+    ) -> list[Any]:
         """Queue one query and wait for its hits (at most k)."""
         queue = self._ensure_worker()
         future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self.stats.requests += 1
-        queue.put_nowait(_Pending(text, k, kind, rerank, future))
+        queue.put_nowait(_Pending(text, k, kind, rerank, future, where))
         return await future
 
     async def close(self) -> None:
@@ -152,16 +164,22 @@ class MicroBatcher:
                     item.future.set_result(hits)
 
     def _search_groups(self, batch: list[_Pending]) -> list[list[Any]]:
-        """Runs in a worker thread: one engine call per (kind, rerank) group, hits cut to each k."""
-        groups: dict[tuple[str | None, bool], list[int]] = defaultdict(list)
+        """Runs in a worker thread: one engine call per (kind, where, rerank) group, hits cut to each k."""
+        groups: dict[tuple[str | None, str, bool], list[int]] = defaultdict(list)
         for position, item in enumerate(batch):
-            groups[(item.kind, item.rerank)].append(position)
+            where = json.dumps(item.where, sort_keys=True, default=str) if item.where else ""
+            groups[(item.kind, where, item.rerank)].append(position)
         out: list[list[Any]] = [[] for _ in batch]
-        for (kind, rerank), positions in groups.items():
+        for (kind, _, rerank), positions in groups.items():
             k = max(batch[p].k for p in positions)
             texts = [batch[p].text for p in positions]
+            where_of_group = batch[positions[0]].where
             self.stats.engine_calls += 1
-            answers = self.engine.search(texts, k=k, kind=kind, rerank=rerank)
+            with self.engine_lock:
+                if where_of_group:
+                    answers = self.engine.search(texts, k=k, kind=kind, where=where_of_group, rerank=rerank)
+                else:
+                    answers = self.engine.search(texts, k=k, kind=kind, rerank=rerank)
             if len(answers) != len(texts):
                 raise RuntimeError(f"engine returned {len(answers)} result lists for {len(texts)} queries")
             for p, hits in zip(positions, answers, strict=True):

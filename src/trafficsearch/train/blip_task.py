@@ -1,4 +1,4 @@
-"""BLIP as a TrainTask: the seed's ITC + hard-negative ITM fine-tuning (models/blip.py) inside the one loop.
+"""BLIP as a TrainTask: the seed's ITC + hard-negative ITM fine-tuning (train/blip_loss.py) in the loop.
 
 The loop owns data, optimiser, schedule, precision, DDP and checkpoints; this module owns what is BLIP's:
 - the model: `model.name` is a packaged BLIP config (blip-tiny, blip-small, blip-small-minilm, blip-large),
@@ -12,11 +12,12 @@ The loop owns data, optimiser, schedule, precision, DDP and checkpoints; this mo
 - partial fine-tuning: `model.lock_image` + `unlocked_image_groups` (last N ViT layers + post-norm train),
   `model.lock_text` + `unlocked_text_layers` (the BERT part; cross-attention and heads always train);
 - the temperature is clamped to [0.001, 0.5] after every optimiser step, and gets no weight decay.
-Not done (as models/blip.py says): the seed's momentum distillation and 57,600-entry ITC queue.
+Not done (as train/blip_loss.py says): the seed's momentum distillation and 57,600-entry ITC queue.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,12 @@ from trafficsearch.models.bert_tokenizer import MAX_LENGTH, TokenBatch, pre_capt
 from trafficsearch.models.blip import (
     MODEL_FILE,
     BlipRetrieval,
-    blip_features,
-    blip_itc_itm_loss,
     create_blip,
     load_blip,
     lock_image,
     lock_text,
 )
+from trafficsearch.train.blip_loss import blip_features, blip_itc_itm_loss
 from trafficsearch.train.config import Config
 from trafficsearch.train.contrastive import param_groups
 from trafficsearch.train.dist import DistInfo
@@ -67,6 +67,19 @@ def build_blip(cfg: Config, device: torch.device | str = "cpu") -> BlipRetrieval
     if model.preprocess.kind != cfg.data.transform:  # the config's geometry wins, as for CLIP
         model.preprocess = Preprocess.from_dict({**model.preprocess.to_dict(), "kind": cfg.data.transform})
     return model.to(device)
+
+
+class _Frozen:
+    """`state_dict()` + `model_json()` fixed at one step, for a background checkpoint write."""
+
+    def __init__(self, info: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
+        self.info, self.state = info, state
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.state
+
+    def model_json(self) -> dict[str, Any]:
+        return self.info
 
 
 class BlipTask:
@@ -130,6 +143,13 @@ class BlipTask:
 
     def save(self, path: Path, config_yaml: str | None) -> None:
         self.model.save(path, config_yaml, remember=False)
+
+    def snapshot(self) -> Callable[[Path, str | None], None]:
+        """The weights as they are now, on CPU, and a writer of them (train/checkpoints.py's background save):
+        BlipRetrieval.save reads only `state_dict()` and `model_json()` with remember=False."""
+        state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        view = _Frozen(self.model.model_json(), state)
+        return lambda path, config_yaml: BlipRetrieval.save(view, path, config_yaml, remember=False)  # type: ignore[arg-type]
 
     def load_weights(self, path: Path) -> None:
         self.model.load_weights(path)

@@ -193,7 +193,31 @@ class ClipTask:
     def save(self, path: Path, config_yaml: str | None) -> None:
         save_checkpoint(path, self.wrapped, config_yaml)
 
+    def snapshot(self) -> Callable[[Path, str | None], None]:
+        """The weights as they are now, on CPU, and their writer (train/checkpoints.py background save)."""
+        view = _Frozen(self.wrapped.model_json(), _state_on_cpu(self.module))
+        return lambda path, config_yaml: save_checkpoint(path, view, config_yaml)  # type: ignore[arg-type]
+
     def load_weights(self, path: Path) -> None:
         from safetensors.torch import load_file
 
         self.module.load_state_dict(load_file(str(Path(path) / "weights.safetensors")), strict=True)
+
+
+def _state_on_cpu(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+class _Frozen:
+    """What save_checkpoint reads of an OpenClipModel (`.model.state_dict()`, `.model_json()`), fixed at a
+    point in training so a background thread can write it while training goes on."""
+
+    def __init__(self, info: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
+        self.info, self.model = info, self
+        self._state = state
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self._state
+
+    def model_json(self) -> dict[str, Any]:
+        return self.info

@@ -8,25 +8,28 @@ Run dir: config.yaml (resolved), metrics.jsonl (train loss per log step, val met
 curves.png, last/ (checkpoint + train_state.pt, every `save_every` steps and at epoch end) and best/
 (checkpoint with the best val mAP). `resume=True` continues from last/ with the same batches, optimizer,
 schedule and RNG, so an interrupted run ends with the weights an uninterrupted one would have.
-A config with `stages:` runs train/stages.py instead (one run dir per stage).
+A config with `stages:` runs them through train/stages.py (one run dir per stage), which gets the
+one-run function from here and never calls back.
+
+Shape (open_clip_train's main.py / train.py split, timm's CheckpointSaver): `setup` builds a `Run` (resume
+state, data, model, preload, optimiser, saver), `train_epoch` runs one epoch's steps, `end_epoch` validates,
+saves last/ (+ best/) and plots; train/checkpoints.py writes checkpoints off the training path.
 
 DDP: `torchrun --nproc_per_node N -m trafficsearch.train --config FILE` (multi-node: add --nnodes M
 --node_rank K --rdzv_backend c10d --rdzv_endpoint HOST:PORT on every node). train.batch_size is the GLOBAL
 batch; each rank takes a disjoint slice of the same seeded order, features are gathered with gradients so
-the contrastive loss and its truncation are over the global batch, rank 0 writes checkpoints and logs.
+the contrastive loss and its truncation are over the global batch, gradients are averaged while backward
+runs (train/dist.py GradReducer), rank 0 validates, writes checkpoints (in the background) and logs; the
+group's timeout (train.dist_timeout_s) bounds how long the others wait for it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import os
 import random
-import shutil
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,41 +46,49 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from torch.utils.data import DataLoader
 
-from trafficsearch.data.dataset import EpochBatches, ImageDataset, load_split, make_pairs, preload
+from trafficsearch.data.dataset import EpochBatches, ImageDataset, TrainPairs, make_pairs
+from trafficsearch.data.records import Record
 from trafficsearch.data.transforms import Preprocess, TrainAugment, normalize_uint8
 from trafficsearch.errors import ConfigError
-from trafficsearch.ioutil import atomic_open, atomic_write_text
-from trafficsearch.models.checkpoint import existing_dir, swap_in
+from trafficsearch.ioutil import atomic_write_text
+from trafficsearch.models.checkpoint import existing_dir
+from trafficsearch.train.checkpoints import STATE_FILE, CheckpointSaver, rng_state, set_rng_state
 from trafficsearch.train.config import Config, config_from_dict
-from trafficsearch.train.dist import (
-    DistInfo,
-    all_reduce_grads,
-    barrier,
-    broadcast_module,
-    cleanup,
-    init_distributed,
-)
+from trafficsearch.train.dist import DistInfo, barrier, broadcast_module, cleanup, init_distributed
+from trafficsearch.train.inputs import AugmentedBatches, SkipLog, batch_loader, decode, load_records
+from trafficsearch.train.optim import Stepper, autocast_dtype, cosine_lr, make_optimizer, setup_precision
 from trafficsearch.train.plot import plot_curves
+from trafficsearch.train.result import TrainResult, write_summary
+from trafficsearch.train.stages import run_stages
 from trafficsearch.train.task import Batch, TrainTask
 from trafficsearch.train.validate import validate
 
-STATE_FILE = "train_state.pt"
+__all__ = [
+    "STATE_FILE",
+    "Stepper",
+    "TrainResult",
+    "autocast_dtype",
+    "cosine_lr",
+    "make_optimizer",
+    "setup_precision",
+    "train",
+    "train_one",
+    "write_summary",
+]
+
 # Keys that may change between an interrupted run and its resume without changing the result.
-RESUME_MUTABLE = {"train.max_steps", "train.device", "train.threads", "data.workers", "train.output_dir"}
+RESUME_MUTABLE = {
+    "train.max_steps",
+    "train.device",
+    "train.threads",
+    "data.workers",
+    "train.output_dir",
+    "train.dist_timeout_s",
+    "train.async_checkpoint",
+}
 
 StepHook = Callable[[int], None]
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    step: int
-    epoch: int
-    best_map: float | None
-    last_loss: float | None
-    finished: bool
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -88,39 +99,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("CUDA requested but not available", field="train.device")
     return device
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 (or fp16) autocast on CUDA; fp32 on CPU (autocast requests fall back: CPU fp16 autocast is slow
-    and the demo trains in fp32); none for pure_bf16 (the weights themselves are bf16)."""
-    if precision in ("fp32", "pure_bf16") or device.type != "cuda":
-        return None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if precision == "bf16" else torch.float16
-
-
-def cosine_lr(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    """Multiplier of the base lr: linear warmup, then cosine decay to min_ratio at `total`."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def seed_everything(seed: int) -> None:
@@ -152,17 +130,11 @@ def check_resume_config(saved: Config, given: Config) -> None:
 
 
 def build_task(cfg: Config, device: torch.device) -> TrainTask:
-    """The TrainTask of `model.family`: ClipTask, or BlipTask (train/blip_task.py, imported lazily)."""
+    """The TrainTask of `model.family` (config.py restricts it to these); imported on use: BLIP pulls in
+    transformers."""
     if cfg.model.family == "blip":
-        try:
-            from trafficsearch.train.blip_task import BlipTask
-        except ImportError as exc:
-            if exc.name != "trafficsearch.train.blip_task":
-                raise
-            raise ConfigError(
-                "BLIP training needs trafficsearch.train.blip_task, which this install lacks",
-                field="model.family",
-            ) from None
+        from trafficsearch.train.blip_task import BlipTask
+
         return BlipTask.create(cfg, device)
     from trafficsearch.train.clip_task import ClipTask
 
@@ -174,95 +146,6 @@ def task_preprocess(task: TrainTask) -> Preprocess:
     if not isinstance(pre, Preprocess):
         raise ConfigError(f"{type(task).__name__} exposes no Preprocess", field="model.family")
     return pre
-
-
-def make_optimizer(task: TrainTask, cfg: Config) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters, no decay on gains/biases/logit scale (open_clip's groups).
-
-    The fused kernel (CPU and CUDA) replaces the per-tensor Python loop torch picks by default on CPU,
-    which was a large share of a small model's step time here."""
-    groups = task.param_groups(cfg.optim.weight_decay)
-    params = [p for group in groups for p in group["params"]]
-    fused = all(p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params) and all(
-        p.device.type in ("cpu", "cuda") for p in params
-    )
-    return torch.optim.AdamW(
-        groups,
-        lr=cfg.optim.lr,
-        betas=(cfg.optim.beta1, cfg.optim.beta2),
-        eps=cfg.optim.eps,
-        fused=fused or None,
-    )
-
-
-def setup_precision(task: TrainTask, cfg: Config, device: torch.device) -> torch.dtype | None:
-    """pure_bf16 casts the weights (the task's own rule when it has one); returns the autocast dtype."""
-    if cfg.train.precision == "pure_bf16":
-        cast = getattr(task, "to_pure_bf16", None)
-        if cast is not None:
-            cast()
-        else:
-            task.module.to(torch.bfloat16)
-    return autocast_dtype(cfg.train.precision, device)
-
-
-class Stepper:
-    """One optimiser step over a rank's batch: micro-batches (grad accumulation), autocast, GradScaler,
-    gradient averaging over ranks, clipping, schedule and the task's post-step clamp."""
-
-    def __init__(
-        self, task: TrainTask, cfg: Config, device: torch.device, dist: DistInfo, total_steps: int
-    ) -> None:
-        self.task, self.cfg, self.device, self.dist = task, cfg, device, dist
-        self.amp_dtype = setup_precision(task, cfg, device)
-        self.trainable = [p for p in task.module.parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(task, cfg)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer,
-            lambda s: cosine_lr(s, total_steps, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio),
-        )
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp_dtype == torch.float16)
-
-    def autocast(self):  # noqa: ANN201 - a context manager
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
-
-    def step(self, batch: Batch, step: int) -> dict[str, float]:
-        """Train on `batch` (this rank's part of the global batch); returns the logged scalars."""
-        accum = self.cfg.train.grad_accum_steps
-        n = len(batch.texts) // accum
-        self.optimizer.zero_grad(set_to_none=True)
-        sums: dict[str, float] = {}
-        for j in range(accum):
-            part = slice(j * n, (j + 1) * n)
-            micro = Batch(batch.pixels[part], batch.texts[part], batch.records[part], batch.image_ids[part])
-            with self.autocast():
-                out = self.task.loss(micro, step, self.dist)
-            self.scaler.scale(out["loss"] / accum).backward()
-            for key, value in out.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach()) / accum
-        all_reduce_grads(self.trainable, self.dist)
-        if self.cfg.optim.grad_clip:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.optim.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        self.task.after_step()
-        return sums
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
 
 
 class MetricsLog:
@@ -301,77 +184,74 @@ def _progress(console: Console, enabled: bool) -> Progress:
     )
 
 
-# --------------------------------------------------------------------------------------------------- train
-def train(
-    cfg: Config,
-    run_dir: str | Path | None = None,
-    *,
-    resume: bool = False,
-    on_step: StepHook | None = None,
-    show_progress: bool = True,
-    console: Console | None = None,
-) -> TrainResult:
-    """Train per `cfg`, writing into `run_dir` (default cfg.train.output_dir). See the module docstring."""
-    run_dir = Path(run_dir or cfg.train.output_dir)
-    console = console or Console(stderr=True)
-    if cfg.stages:
-        from trafficsearch.train.stages import train_stages
+# ---------------------------------------------------------------------------------------------------- run
+@dataclass
+class Run:
+    """Everything one training run holds between its steps (built by `setup`)."""
 
-        return train_stages(
-            cfg, run_dir, resume=resume, on_step=on_step, show_progress=show_progress, console=console
-        )
-    device = resolve_device(cfg.train.device)
-    dist = init_distributed(device.type)
-    if device.type == "cuda" and dist.distributed:
-        device = torch.device("cuda", dist.local_rank)
-    try:
-        return _train(cfg, run_dir, resume, on_step, show_progress and dist.is_main, console, device, dist)
-    finally:
-        cleanup(dist)
+    cfg: Config
+    run_dir: Path
+    device: torch.device
+    dist: DistInfo
+    console: Console
+    show_progress: bool
+    task: TrainTask
+    pre: Preprocess
+    augment: TrainAugment
+    pairs: TrainPairs
+    batches: EpochBatches
+    train_ds: ImageDataset
+    train_u8: torch.Tensor | None
+    val_records: list[Record]
+    val_u8: torch.Tensor
+    stepper: Stepper
+    saver: CheckpointSaver
+    metrics: MetricsLog
+    skips: SkipLog
+    total_steps: int
+    step: int = 0
+    epoch: int = 0
+    position: int = 0
+    best: float | None = None
+    last_loss: torch.Tensor | float | None = None
+
+    def train_state(self) -> dict[str, Any]:
+        """What last/train_state.pt holds to resume exactly here."""
+        return {
+            **self.stepper.state_dict(),
+            "rng": rng_state(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "position": self.position,
+            "best_map": self.best,
+        }
+
+    def save_last(self) -> None:
+        self.saver.save("last", self.train_state())
+
+    def loss_value(self) -> float | None:
+        return None if self.last_loss is None else float(self.last_loss)
 
 
-def _train(
-    cfg: Config,
-    run_dir: Path,
-    resume: bool,
-    on_step: StepHook | None,
-    show_progress: bool,
-    console: Console,
-    device: torch.device,
-    dist: DistInfo,
-) -> TrainResult:
-    last_dir = run_dir / "last"
-    found = existing_dir(last_dir)
+def _resume_state(
+    cfg: Config, run_dir: Path, resume: bool, dist: DistInfo, console: Console
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """(last/ to resume from, its train state), or (None, None) for a new run; refuses to overwrite a run."""
+    found = existing_dir(run_dir / "last")
     if resume and found is None and dist.is_main:
         console.print(f"no checkpoint in {run_dir} to resume from; starting a new run")
     if not resume and found is not None:
         raise ConfigError(
             "run dir already holds a training run; pass --resume or choose another --out", path=run_dir
         )
-    state: dict[str, Any] | None = None
-    if resume and found is not None:
-        saved = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
-        check_resume_config(saved, cfg)
-        state = torch.load(found / STATE_FILE, map_location="cpu", weights_only=False)
-    barrier(dist)  # every rank has read the state before rank 0 may overwrite it
+    if not (resume and found is not None):
+        return None, None
+    saved = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")))
+    check_resume_config(saved, cfg)
+    return found, torch.load(found / STATE_FILE, map_location="cpu", weights_only=False)
 
-    if device.type == "cpu":
-        torch.set_num_threads(cfg.train.threads)
-    seed_everything(cfg.train.seed)
-    if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
-    metrics = MetricsLog(run_dir / "metrics.jsonl", dist.is_main)
 
-    # -- data (checked before the slow model build)
-    train_records, train_images = load_split(cfg.data.root, cfg.data.train_split, cfg.data.max_train)
-    val_records, val_images = load_split(cfg.data.root, cfg.data.val_split, cfg.data.max_val)
-    pairs = make_pairs(
-        train_records,
-        vehicles=cfg.data.prompts.vehicles,
-        pedestrians=cfg.data.prompts.pedestrians,
-        vehicle_form=cfg.data.prompts.vehicle_form,
-    )
+def _epoch_batches(cfg: Config, pairs: TrainPairs, dist: DistInfo) -> EpochBatches:
     batches = EpochBatches(
         len(pairs),
         cfg.train.batch_size,
@@ -384,13 +264,48 @@ def _train(
         raise ConfigError(
             f"{len(pairs)} train pairs make no full batch of {cfg.train.batch_size}", field="train.batch_size"
         )
-    steps_per_epoch = len(batches)
-    total_steps = steps_per_epoch * cfg.train.epochs
+    return batches
+
+
+def _pairs(cfg: Config, records: list[Record]) -> TrainPairs:
+    return make_pairs(
+        records,
+        vehicles=cfg.data.prompts.vehicles,
+        pedestrians=cfg.data.prompts.pedestrians,
+        vehicle_form=cfg.data.prompts.vehicle_form,
+    )
+
+
+def setup(
+    cfg: Config,
+    run_dir: Path,
+    resume: bool,
+    show_progress: bool,
+    console: Console,
+    device: torch.device,
+    dist: DistInfo,
+) -> Run:
+    """Resume state, data (checked before the slow model build), model, decoded images, optimiser, saver."""
+    found, state = _resume_state(cfg, run_dir, resume, dist, console)
+    barrier(dist)  # every rank has read the state before rank 0 may overwrite it
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.train.seed)
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
+    metrics = MetricsLog(run_dir / "metrics.jsonl", dist.is_main)
+
+    # -- data
+    skips = SkipLog.of(cfg)
+    train_records, train_images = load_records(cfg, cfg.data.train_split, cfg.data.max_train, skips)
+    val_records, val_images = load_records(cfg, cfg.data.val_split, cfg.data.max_val, skips)
+    pairs = _pairs(cfg, train_records)
+    batches = _epoch_batches(cfg, pairs, dist)
     # -- model
     task = build_task(cfg, device)
     broadcast_module(task.module, dist)
-    if state is not None:
-        assert found is not None
+    if found is not None:
         task.load_weights(found)
     pre = task_preprocess(task)
     augment = TrainAugment(
@@ -401,164 +316,243 @@ def _train(
         cfg.data.crop_interpolation,
         dataclasses.asdict(cfg.data.randaugment) if cfg.data.randaugment else None,
     )
-    train_ds = ImageDataset(pairs.images, train_images, pre)
-
+    # -- images: decoded once (kept when data.cache_images), unreadable ones left out under on_error: skip
     with _progress(console, show_progress) as progress:
-        train_u8 = None
-        if cfg.data.cache_images:
-            bar = progress.add_task("decode train images", total=len(train_ds), info="")
-            train_u8 = preload(train_ds, cfg.data.workers, lambda n: progress.advance(bar, n))
-        bar = progress.add_task("decode val images", total=len(val_records), info="")
-        val_u8 = preload(
-            ImageDataset(val_records, val_images, pre), cfg.data.workers, lambda n: progress.advance(bar, n)
-        )
 
-        def advance(description: str, total: int, done: int) -> Callable[[int], None]:
+        def advance(description: str, total: int, done: int = 0) -> Callable[[int], None]:
             bar = progress.add_task(description, total=total, completed=done, info="")
             return lambda n: progress.advance(bar, n)
+
+        train_u8 = None
+        if cfg.data.cache_images or skips.skip:
+            verb = "decode" if cfg.data.cache_images else "check"
+            kept, train_u8 = decode(
+                pairs.images,
+                train_images,
+                pre,
+                split=cfg.data.train_split,
+                keep=cfg.data.cache_images,
+                workers=cfg.data.workers,
+                skips=skips,
+                progress=advance(f"{verb} train images", len(pairs.images)),
+            )
+            if len(kept) < len(pairs.images):  # drop the pairs of unreadable images; rows follow the images
+                readable = {r.image for r in kept}
+                pairs = _pairs(cfg, [r for r in train_records if r.image in readable])
+                batches = _epoch_batches(cfg, pairs, dist)
+        val_records, val_u8 = decode(
+            val_records,
+            val_images,
+            pre,
+            split=cfg.data.val_split,
+            keep=True,
+            workers=cfg.data.workers,
+            skips=skips,
+            progress=advance("decode val images", len(val_records)),
+        )
+        assert val_u8 is not None
+        if dist.is_main:
+            skips.write(run_dir)
+        skips.check(run_dir)
 
         prepare = getattr(task, "prepare", None)
         if prepare is not None:
             prepare(pairs.texts + [r.text for r in val_records], run_dir, advance, dist.is_main)
 
     # -- optimisation
+    total_steps = len(batches) * cfg.train.epochs
     stepper = Stepper(task, cfg, device, dist, total_steps)
-    step, epoch, position, best = 0, 0, 0, None
+    saver = CheckpointSaver(run_dir, task, cfg.to_yaml(), dist.is_main, cfg.train.async_checkpoint)
+    run = Run(
+        cfg=cfg,
+        run_dir=run_dir,
+        device=device,
+        dist=dist,
+        console=console,
+        show_progress=show_progress,
+        task=task,
+        pre=pre,
+        augment=augment,
+        pairs=pairs,
+        batches=batches,
+        train_ds=ImageDataset(pairs.images, train_images, pre),
+        train_u8=train_u8,
+        val_records=val_records,
+        val_u8=val_u8,
+        stepper=stepper,
+        saver=saver,
+        metrics=metrics,
+        skips=skips,
+        total_steps=total_steps,
+    )
     if state is not None:
         stepper.load_state_dict(state)
         set_rng_state(state["rng"])
-        step, epoch, position, best = state["step"], state["epoch"], state["position"], state["best_map"]
-        metrics.truncate_after(step)
+        run.step, run.epoch, run.position, run.best = (
+            state["step"],
+            state["epoch"],
+            state["position"],
+            state["best_map"],
+        )
+        metrics.truncate_after(run.step)
         if dist.is_main:
-            console.print(f"resuming {run_dir} at step {step} (epoch {epoch + 1}, batch {position})")
+            console.print(
+                f"resuming {run_dir} at step {run.step} (epoch {run.epoch + 1}, batch {run.position})"
+            )
+    return run
 
-    def save(kind: str, ep: int, pos: int) -> None:
-        if not dist.is_main:
-            return
-        staging = run_dir / f"{kind}.staging"
-        if staging.exists():
-            shutil.rmtree(staging)
-        task.save(staging, cfg.to_yaml())
-        if kind == "last":
-            train_state = {
-                **stepper.state_dict(),
-                "rng": rng_state(),
-                "step": step,
-                "epoch": ep,
-                "position": pos,
-                "best_map": best,
-            }
-            torch.save(train_state, staging / STATE_FILE)
-        swap_in(staging, run_dir / kind)
 
-    last_loss: float | None = None
-    finished = True
-    with _progress(console, show_progress) as progress:
-        bar = progress.add_task("train", total=total_steps, completed=step, info="")
-        window_t, window_n = time.perf_counter(), 0
-        while epoch < cfg.train.epochs:
-            task.train_mode()
-            batch_iter = batches.batches(epoch, position)
-            if train_u8 is not None:
-                source = ((train_u8[[pairs.image_of[i] for i in idx]], idx) for idx in batch_iter)
-            else:
-                index_lists = [(idx, [pairs.image_of[i] for i in idx]) for idx in batch_iter]
-                loader = DataLoader(
-                    train_ds, batch_sampler=[rows for _, rows in index_lists], num_workers=cfg.data.workers
-                )
-                source = ((px, idx) for (px, _), (idx, _) in zip(loader, index_lists, strict=True))
-            for pixels_u8, idx in source:
-                pixels_u8 = augment.batch(pixels_u8, epoch, idx)
-                batch = Batch(
-                    pixels=normalize_uint8(pixels_u8.to(device, non_blocking=True), pre),
-                    texts=[pairs.texts[i] for i in idx],
-                    records=[pairs.records[i] for i in idx],
-                    image_ids=torch.tensor([pairs.image_of[i] for i in idx], device=device),
-                )
-                logged = stepper.step(batch, step)
-                step += 1
-                position += 1
-                last_loss = logged["loss"]
-                window_n += len(idx)
-                if step % cfg.train.log_every == 0 or step == total_steps:
-                    now = time.perf_counter()
-                    sps = window_n * dist.world_size / max(now - window_t, 1e-9)
-                    window_t, window_n = now, 0
-                    row = {"type": "train", "step": step, "epoch": epoch + 1, "loss": last_loss}
-                    row["lr"] = stepper.scheduler.get_last_lr()[-1]
-                    row.update({k: v for k, v in logged.items() if k != "loss"})
-                    row["samples_per_s"] = round(sps, 1)
-                    metrics.write(row)
-                    progress.update(bar, info=f"loss {last_loss:.3f}  {sps:.0f} samples/s")
-                progress.update(
-                    bar, completed=step, description=f"train epoch {epoch + 1}/{cfg.train.epochs}"
-                )
-                if step % cfg.train.save_every == 0:
-                    save("last", epoch, position)
-                if on_step is not None:
-                    on_step(step)
-                if cfg.train.max_steps is not None and step >= cfg.train.max_steps:
-                    break
-            else:
-                # epoch complete: validate (rank 0), then save so a resume starts the next epoch
-                improved = False
-                if dist.is_main:
-                    val = validate(task.retrieval_model(), val_records, val_u8, pre)
-                    score = val[cfg.train.val_rule]["overall"]["map_official"]
-                    row = {
-                        "type": "val",
-                        "step": step,
-                        "epoch": epoch + 1,
-                        "map_equal": val["equal"]["overall"]["map_official"],
-                        "map_contain": val["contain"]["overall"]["map_official"],
-                        "results": val,
-                    }
-                    metrics.write(row)
-                    improved = best is None or score > best
-                    if improved:
-                        best = score
-                epoch, position = epoch + 1, 0
-                save("last", epoch, position)
-                if improved:
-                    save("best", epoch, position)
-                if dist.is_main:
-                    plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
-                    console.print(
-                        f"epoch {epoch}/{cfg.train.epochs}: loss {last_loss:.3f}  val mAP@10 equal "
-                        f"{100 * row['map_equal']:.2f}  contain {100 * row['map_contain']:.2f}"
-                        + ("  (best)" if improved else "")
-                    )
-                barrier(dist)
-                task.train_mode()
-                window_t, window_n = time.perf_counter(), 0
-                continue
-            # max_steps reached mid-epoch
-            save("last", epoch, position)
-            finished = False
-            break
+def train_epoch(run: Run, progress: Progress, bar: Any, on_step: StepHook | None) -> bool:
+    """The steps of epoch `run.epoch` from batch `run.position`; False when train.max_steps stopped it."""
+    cfg, dist = run.cfg, run.dist
+    run.task.train_mode()
+    index_lists = list(run.batches.batches(run.epoch, run.position))
+    source = AugmentedBatches(
+        index_lists, run.pairs.image_of, run.augment, run.epoch, run.train_u8, run.train_ds
+    )
+    loader = batch_loader(source, cfg.data.workers, pin_memory=run.device.type == "cuda")
+    window_t, window_n = time.perf_counter(), 0
+    for pixels_u8, idx in loader:
+        batch = Batch(
+            pixels=normalize_uint8(pixels_u8.to(run.device, non_blocking=True), run.pre),
+            texts=[run.pairs.texts[i] for i in idx],
+            records=[run.pairs.records[i] for i in idx],
+            # built on the host and sent without a stream sync (torch.tensor(..., device=cuda) waits)
+            image_ids=torch.tensor([run.pairs.image_of[i] for i in idx]).to(run.device, non_blocking=True),
+        )
+        logged = run.stepper.step(batch, run.step)
+        run.step += 1
+        run.position += 1
+        run.last_loss = logged["loss"]
+        window_n += len(idx)
+        if run.step % cfg.train.log_every == 0 or run.step == run.total_steps:
+            # the only host sync of the step loop: every log_every steps
+            now = time.perf_counter()
+            sps = window_n * dist.world_size / max(now - window_t, 1e-9)
+            window_t, window_n = now, 0
+            loss = float(logged["loss"])
+            row: dict[str, Any] = {"type": "train", "step": run.step, "epoch": run.epoch + 1, "loss": loss}
+            row["lr"] = run.stepper.scheduler.get_last_lr()[-1]
+            row.update({k: float(v) for k, v in logged.items() if k != "loss"})
+            row["samples_per_s"] = round(sps, 1)
+            run.metrics.write(row)
+            progress.update(bar, info=f"loss {loss:.3f}  {sps:.0f} samples/s")
+        progress.update(
+            bar, completed=run.step, description=f"train epoch {run.epoch + 1}/{cfg.train.epochs}"
+        )
+        if run.step % cfg.train.save_every == 0:
+            run.save_last()
+        if on_step is not None:
+            on_step(run.step)
+        if cfg.train.max_steps is not None and run.step >= cfg.train.max_steps:
+            return False
+    return True
+
+
+def end_epoch(run: Run) -> None:
+    """Validate (rank 0), log, save last/ (a resume starts the next epoch) and best/ when improved, plot."""
+    cfg, dist = run.cfg, run.dist
+    improved = False
+    row: dict[str, Any] = {}
     if dist.is_main:
-        plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+        val = validate(run.task.retrieval_model(), run.val_records, run.val_u8, run.pre)
+        score = val[cfg.train.val_rule]["overall"]["map_official"]
+        row = {
+            "type": "val",
+            "step": run.step,
+            "epoch": run.epoch + 1,
+            "map_equal": val["equal"]["overall"]["map_official"],
+            "map_contain": val["contain"]["overall"]["map_official"],
+            "results": val,
+        }
+        run.metrics.write(row)
+        improved = run.best is None or score > run.best
+        if improved:
+            run.best = score
+    run.epoch, run.position = run.epoch + 1, 0
+    run.save_last()
+    if improved:
+        run.saver.save("best")
+    if dist.is_main:
+        plot_curves(run.run_dir / "metrics.jsonl", run.run_dir / "curves.png")
+        run.console.print(
+            f"epoch {run.epoch}/{cfg.train.epochs}: loss {run.loss_value():.3f}  val mAP@10 equal "
+            f"{100 * row['map_equal']:.2f}  contain {100 * row['map_contain']:.2f}"
+            + ("  (best)" if improved else "")
+        )
     barrier(dist)
+
+
+def fit(run: Run, on_step: StepHook | None) -> TrainResult:
+    """Epochs until train.epochs (or train.max_steps); waits for the last checkpoint write."""
+    finished = True
+    try:
+        with _progress(run.console, run.show_progress) as progress:
+            bar = progress.add_task("train", total=run.total_steps, completed=run.step, info="")
+            while run.epoch < run.cfg.train.epochs:
+                if not train_epoch(run, progress, bar, on_step):
+                    run.save_last()  # max_steps reached mid-epoch
+                    finished = False
+                    break
+                end_epoch(run)
+    finally:
+        run.saver.close()
+    if run.dist.is_main:
+        plot_curves(run.run_dir / "metrics.jsonl", run.run_dir / "curves.png")
+    barrier(run.dist)
     return TrainResult(
-        run_dir=run_dir, step=step, epoch=epoch, best_map=best, last_loss=last_loss, finished=finished
+        run_dir=run.run_dir,
+        step=run.step,
+        epoch=run.epoch,
+        best_map=run.best,
+        last_loss=run.loss_value(),
+        finished=finished,
+        skipped=len(run.skips.rows),
     )
 
 
-def write_summary(result: TrainResult) -> None:
-    """summary.json beside the run: where the best and last checkpoints are and what they scored (rank 0)."""
-    if int(os.environ.get("RANK", "0")) != 0:
-        return
-    with atomic_open(result.run_dir / "summary.json") as handle:
-        json.dump(
-            {
-                "step": result.step,
-                "epoch": result.epoch,
-                "best_map": result.best_map,
-                "last_loss": result.last_loss,
-                "finished": result.finished,
-                "best": str(result.run_dir / "best"),
-                "last": str(result.run_dir / "last"),
-            },
-            handle,
-            indent=2,
+# --------------------------------------------------------------------------------------------------- train
+def train_one(
+    cfg: Config,
+    run_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    on_step: StepHook | None = None,
+    show_progress: bool = True,
+    console: Console | None = None,
+) -> TrainResult:
+    """One run (no stages) per `cfg`, writing into `run_dir` (default cfg.train.output_dir)."""
+    run_dir = Path(run_dir or cfg.train.output_dir)
+    console = console or Console(stderr=True)
+    device = resolve_device(cfg.train.device)
+    dist = init_distributed(device.type, cfg.train.dist_timeout_s)
+    if device.type == "cuda" and dist.distributed:
+        device = torch.device("cuda", dist.local_rank)
+    try:
+        run = setup(cfg, run_dir, resume, show_progress and dist.is_main, console, device, dist)
+        return fit(run, on_step)
+    finally:
+        cleanup(dist)
+
+
+def train(
+    cfg: Config,
+    run_dir: str | Path | None = None,
+    *,
+    resume: bool = False,
+    on_step: StepHook | None = None,
+    show_progress: bool = True,
+    console: Console | None = None,
+) -> TrainResult:
+    """Train per `cfg` (its stages one after another when it has `stages:`). See the module docstring."""
+    run_dir = Path(run_dir or cfg.train.output_dir)
+    console = console or Console(stderr=True)
+
+    def one(scfg: Config, directory: Path) -> TrainResult:
+        return train_one(
+            scfg, directory, resume=resume, on_step=on_step, show_progress=show_progress, console=console
         )
+
+    if cfg.stages:
+        return run_stages(cfg, run_dir, one, resume=resume, console=console)
+    return one(cfg, run_dir)

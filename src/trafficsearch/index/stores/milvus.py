@@ -74,6 +74,11 @@ def where_expr(where: Where | None, extra_keys: Sequence[str] = ()) -> str | Non
                 f"unknown filter field {column!r}; expected one of {known}", field=column
             )
         condition = normalize_condition(column, condition)
+        if column == "time" and _numbers(condition):
+            raise TrafficSearchError(
+                "a Milvus store holds times as ISO 8601 text: filter with e.g. '2024-05-01T08:00:00'",
+                field=column,
+            )
         if isinstance(condition, dict):
             clauses.extend(f"{field} {_OPS[op]} {_literal(v, column)}" for op, v in condition.items())
         elif isinstance(condition, list):
@@ -85,6 +90,15 @@ def where_expr(where: Where | None, extra_keys: Sequence[str] = ()) -> str | Non
         else:
             clauses.append(f"{field} == {_literal(condition, column)}")
     return " and ".join(f"({c})" for c in clauses) if clauses else None
+
+
+def _numbers(condition: Any) -> bool:
+    values = (
+        condition.values()
+        if isinstance(condition, dict)
+        else (condition if isinstance(condition, list) else [condition])
+    )
+    return any(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
 def _client(uri: str, token: str | None) -> Any:
