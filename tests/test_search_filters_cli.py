@@ -134,9 +134,19 @@ def test_metadata_filters_and_milvus_backend(
     assert [h["id"] for h in after] == [h["id"] for h in everything[1:]]
     assert run_cli(monkeypatch, "index", "push", idx, "--milvus", db, "--partition-by", "camera") == 0
     assert [h["id"] for h in _hits(monkeypatch, capsys, *query)] == [h["id"] for h in everything[1:]]
+
+    more = tmp_path / "more"
+    more.mkdir()
+    Image.new("RGB", (30, 40), (200, 20, 20)).save(more / "vehicle_9999999.jpg")
+    assert run_cli(monkeypatch, "index", "add", idx, "--dir", more, "--workers", "0") == 0  # pushes too
+    with_new = _hits(monkeypatch, capsys, idx, "A red car.", "-k", str(N + 1))
+    from trafficsearch.index.stores.factory import open_store
+
+    assert open_store(idx).count() == N  # N - 1 + the added image, in the collection
+    assert N in {h["id"] for h in with_new} and gone not in {h["id"] for h in with_new}
     assert run_cli(monkeypatch, "index", "detach", idx) == 0
-    local = _hits(monkeypatch, capsys, *query)
-    assert [h["id"] for h in local] == [h["id"] for h in everything[1:]]
+    local = _hits(monkeypatch, capsys, idx, "A red car.", "-k", str(N + 1))
+    assert [h["id"] for h in local] == [h["id"] for h in with_new]
 
 
 @pytest.mark.parametrize(

@@ -86,6 +86,7 @@ def build(
         f"({result.shards_done_before} already done)"
     )
     if result.manifest:
+        _sync_store(out)
         _print_summary(out, result.manifest)
     else:
         err.print(
@@ -115,6 +116,7 @@ def add(
     )
     err.print(f"added {result.encoded} images")
     if result.manifest:
+        _sync_store(index_dir)
         _print_summary(index_dir, result.manifest)
 
 
@@ -128,7 +130,18 @@ def merge(
 
     with err.status("merging shards ..."):
         manifest = merge_index(index_dir, factory=factory)
+    _sync_store(index_dir)
     _print_summary(index_dir, manifest)
+
+
+def _sync_store(index_dir: Path) -> None:
+    """An index pushed to a vector store pushes what the merge changed (upserts by id: idempotent)."""
+    from trafficsearch.index.stores.manage import sync_store
+
+    with err.status("updating the vector store ..."):
+        written = sync_store(index_dir)
+    if written is not None:
+        err.print(f"vector store updated ({written} shards pushed)")
 
 
 @index_app.command("push")

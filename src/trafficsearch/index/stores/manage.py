@@ -71,6 +71,17 @@ def push_to_milvus(
     return _set_store(index_dir, store.describe())
 
 
+def sync_store(index_dir: str | Path, progress: bool = False) -> int | None:
+    """After a merge (add, new metadata, delete): bring the store the manifest names up to date.
+
+    Returns the shards written, or None when the index searches its own FAISS index."""
+    index_dir = Path(index_dir)
+    manifest = read_manifest(index_dir)
+    if not manifest.get("store"):
+        return None
+    return open_store(index_dir, manifest).ingest(progress=progress)
+
+
 def detach_store(index_dir: str | Path) -> dict[str, Any]:
     """Search the local FAISS index again (the collection is left as it is)."""
     return _set_store(Path(index_dir), None)
