@@ -33,9 +33,8 @@ from rich.console import Console
 from rich.table import Table
 
 from trafficsearch.benchmarking import machine_info
-from trafficsearch.demo import DemoPlan, prepare_data
-from trafficsearch.ioutil import atomic_write_json, atomic_write_text
-from trafficsearch.systems import (
+from trafficsearch.experiments import (
+    DemoPlan,
     MemberIndex,
     ModelCache,
     fit_fusion,
@@ -43,11 +42,13 @@ from trafficsearch.systems import (
     load_split_data,
     open_fused,
     open_single,
+    prepare_data,
     score_ranking,
     score_system,
     train_attribute_member,
     train_member,
 )
+from trafficsearch.ioutil import atomic_write_json, atomic_write_text
 
 RESULTS = Path(__file__).parent / "results"
 DOCS = Path(__file__).parent.parent / "docs"

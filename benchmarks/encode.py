@@ -23,8 +23,8 @@ from rich.table import Table
 
 from trafficsearch.benchmarking import machine_info
 from trafficsearch.index import build_index
-from trafficsearch.index.build import load_model_spec
 from trafficsearch.ioutil import atomic_write_json, atomic_write_text
+from trafficsearch.models.factory import load_model
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     console = Console()
-    model = load_model_spec(args.model)
+    model = load_model(args.model)
     with tempfile.TemporaryDirectory(prefix="ts-encode-bench-") as tmp:
         gallery = Path(tmp) / "gallery"
         with console.status(f"writing {args.images} JPEGs ..."):

@@ -251,8 +251,7 @@ def stage_models(work: Path, _: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from trafficsearch.models.attributes import create_attribute_model
-    from trafficsearch.models.checkpoint import save_checkpoint
-    from trafficsearch.models.clip import create_clip
+    from trafficsearch.models.clip import create_clip, save_checkpoint
 
     out = work / "models"
     for name, seed in (("clip1", 1), ("clip2", 2)):
@@ -270,14 +269,14 @@ def stage_index(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from trafficsearch.index.build import build_index
-    from trafficsearch.search.ensemble import load_member_model
+    from trafficsearch.models.factory import load_model
 
     torch.set_num_threads(1)
     name = args.stage_arg
     spec = member_specs(work)[name]
     out = work / "index" / "members" / name
     shutil.rmtree(out, ignore_errors=True)
-    model = load_member_model(spec)
+    model = load_model(spec)
     result = build_index(
         work / "data/test/test_images",
         out,

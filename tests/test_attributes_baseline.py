@@ -14,7 +14,7 @@ from trafficsearch.data.records import Record, VehicleAttributes
 from trafficsearch.errors import ConfigError
 from trafficsearch.index import build_index
 from trafficsearch.models.attributes import EMBED_DIM, load_attribute_model, query_vector
-from trafficsearch.search.engine import SearchEngine
+from trafficsearch.search.opener import open_engine
 from trafficsearch.train.attributes import AttributeTrainConfig, train_attributes
 
 torch.set_num_threads(2)
@@ -92,7 +92,7 @@ def test_train_resume_and_rank(tmp_path: Path) -> None:
         workers=0,
         progress=False,
     )
-    engine = SearchEngine.open(tmp_path / "idx", model=model)
+    engine = open_engine(tmp_path / "idx", model=model)
     for color in RGB:
         hits = engine.search([f"This is a {color} Audi."], k=2)[0]
         assert all(h.name.startswith(color) for h in hits), (color, [h.name for h in hits])

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from trafficsearch.data.labels import read_labels
-from trafficsearch.demo import FULL_SYSTEM, DemoPlan, run_demo
+from trafficsearch.experiments.demo import FULL_SYSTEM, DemoPlan, run_demo
 
 SYSTEMS = ("clip", "blip", "attributes", "fusion (zscore)", FULL_SYSTEM, "random ranking")
 

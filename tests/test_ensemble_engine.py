@@ -16,14 +16,13 @@ from trafficsearch.search import fusion
 from trafficsearch.search.engine import SearchEngine
 from trafficsearch.search.ensemble import (
     EmbeddingMember,
-    Ensemble,
     FusedFirstStage,
     Member,
     build_ensemble_index,
     fit_weights,
     load_ensemble,
-    open_ensemble_engine,
 )
+from trafficsearch.search.opener import Ensemble, open_engine
 from trafficsearch.testing.color import ColorModel, make_color_gallery, write_color_vehicles
 
 torch.set_num_threads(1)
@@ -69,16 +68,16 @@ def test_ensemble_dir_layout_and_open(built: Path) -> None:
     idx = built / "idx"
     assert (idx / "ensemble.yaml").is_file()
     assert (idx / "members" / "a" / "manifest.json").is_file() and (idx / "members" / "b").is_dir()
-    engine = open_ensemble_engine(idx, models=MODELS)
+    engine = open_engine(idx, models=MODELS)
     assert isinstance(engine, SearchEngine) and isinstance(engine.model, Ensemble)
     info = engine.info()
     assert info["model"] == "two-colours" and info["ensemble"]["normalization"] == "l2"
     with pytest.raises(Exception, match="do not pass a model"):
-        SearchEngine.open(idx, model=ColorModel())
+        open_engine(idx, model=ColorModel())
 
 
 def test_engine_returns_the_fused_order(built: Path) -> None:
-    engine = open_ensemble_engine(built / "idx", models=MODELS)
+    engine = open_engine(built / "idx", models=MODELS)
     for text in ("A red car", "something purple"):
         hits = engine.search([text], k=24)[0]
         assert [h.name for h in hits] == _manual(engine, text, [1.0, 3.0], "l2")
@@ -91,7 +90,7 @@ def test_engine_returns_the_fused_order(built: Path) -> None:
 
 
 def test_filters_apply_before_fusion(built: Path) -> None:
-    engine = open_ensemble_engine(built / "idx", models=MODELS)
+    engine = open_engine(built / "idx", models=MODELS)
     keep = ["v00.jpg", "v03.jpg", "v05.jpg"]
     hits = engine.search(["red"], k=10, where={"name": keep})[0]
     assert sorted(h.name for h in hits) == sorted(keep) and hits[0].name == "v00.jpg"
@@ -99,7 +98,7 @@ def test_filters_apply_before_fusion(built: Path) -> None:
 
 @pytest.mark.parametrize("method", ["l2", "zscore", "rrf", "minmax"])
 def test_candidate_union_mode_matches_exact_at_the_top(built: Path, method: str) -> None:
-    engine = open_ensemble_engine(built / "idx", models=MODELS)
+    engine = open_engine(built / "idx", models=MODELS)
     members = engine.first_stage.members  # type: ignore[union-attr]
     exact = FusedFirstStage(members, [1, 3], method)
     union = FusedFirstStage(members, [1, 3], method, candidates=6)
@@ -125,7 +124,7 @@ class NoiseMember(Member):
 
 
 def test_row_scorer_member_and_fit(built: Path, tmp_path: Path) -> None:
-    engine = open_ensemble_engine(built / "idx", models=MODELS)
+    engine = open_engine(built / "idx", models=MODELS)
     color = engine.first_stage.members[0]  # type: ignore[union-attr]
     assert isinstance(color, EmbeddingMember)
     noise = NoiseMember()
@@ -149,9 +148,9 @@ def test_fit_cli_saves_weights_atomically(
     from typer.testing import CliRunner
 
     from trafficsearch.cli import ensemble_commands
-    from trafficsearch.search import ensemble
+    from trafficsearch.search.ensemble import members
 
-    monkeypatch.setattr(ensemble, "load_member_model", lambda spec, device="cpu": MODELS[spec])
+    monkeypatch.setattr(members, "load_model", lambda spec, device="cpu": MODELS[spec])
     app = typer.Typer()
     ensemble_commands.register(app)
     config = tmp_path / "e.yaml"
@@ -197,26 +196,26 @@ def test_members_over_different_galleries_are_refused(built: Path, tmp_path: Pat
     (tmp_path / "ens" / "ensemble.yaml").write_text(yaml.safe_dump(data))
     assert config.name == "two-colours"
     with pytest.raises(IndexError_, match="different set of images"):
-        open_ensemble_engine(tmp_path / "ens", models=MODELS)
+        open_engine(tmp_path / "ens", models=MODELS)
 
 
 def test_large_gallery_path_without_float32_copy_gives_the_same_order(
     built: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from trafficsearch.search import ensemble
+    from trafficsearch.search.ensemble import members
 
     texts = ["red Audi.", "blue Audi.", "white Audi."]
-    small = open_ensemble_engine(built / "idx", models=MODELS)
+    small = open_engine(built / "idx", models=MODELS)
     expected = [[h.name for h in row] for row in small.search(texts, k=8)]
-    monkeypatch.setattr(ensemble, "_FLOAT32_COPY_MAX", 0)
-    large = open_ensemble_engine(built / "idx", models=MODELS)
+    monkeypatch.setattr(members, "_FLOAT32_COPY_MAX", 0)
+    large = open_engine(built / "idx", models=MODELS)
     assert all(m._vectors32 is None for m in large.first_stage.members)  # type: ignore[union-attr]
     assert [[h.name for h in row] for row in large.search(texts, k=8)] == expected
 
 
 def test_coordinate_search_keeps_only_changes_worth_min_gain() -> None:
     """A weight change that gains less than `min_gain` (noise on a small fit split) is not taken."""
-    from trafficsearch.search.ensemble import _coordinate_search
+    from trafficsearch.search.ensemble.fit import _coordinate_search
 
     def score(weights: Sequence[float]) -> float:  # member 0 at 2 gains 0.001; member 1 at 0 gains 0.05
         return 0.5 + (0.001 if weights[0] == 2.0 else 0.0) + (0.05 if weights[1] == 0.0 else 0.0)
@@ -225,3 +224,27 @@ def test_coordinate_search_keeps_only_changes_worth_min_gain() -> None:
     assert greedy == [2.0, 0.0] and best == pytest.approx(0.551)
     careful, best, _ = _coordinate_search(score, [1.0, 1.0], (0.0, 1.0, 2.0), rounds=2, min_gain=0.003)
     assert careful == [1.0, 0.0] and best == pytest.approx(0.55)
+
+
+@pytest.mark.parametrize("route", ["off", "soft", "hard"])
+def test_fitted_score_equals_the_engine_evaluated_score(built: Path, route: str) -> None:
+    """fit_weights ranks through engine.search: the engine opened afresh from the fitted config (in memory)
+    scores exactly what the fit reported on the same split."""
+    from dataclasses import replace
+
+    from trafficsearch.eval.metrics import evaluate
+    from trafficsearch.search.ensemble import with_weights
+
+    records = read_labels(built / "labels.txt").records
+    # half the texts name a colour the gallery lacks, so the members disagree and the weights matter
+    records = [replace(r, text=r.text.replace("red", "pink")) if i % 2 else r for i, r in enumerate(records)]
+    config = replace(load_ensemble(built / "idx"), route=route, soft_penalty=0.05)
+    engine = open_engine(config, models=MODELS, base_dir=built / "idx")
+    result = fit_weights(engine, records, grid=(0.0, 0.5, 1.0, 3.0), rounds=2, by_kind=True)
+    fitted = with_weights(config, result.weights, {}, result.kind_weights)
+    fresh = open_engine(fitted, models=MODELS, base_dir=built / "idx")
+    hits = fresh.search([r.text for r in records], k=10)
+    ranked = [[h.name for h in row] for row in hits]
+    score = evaluate(records, records, ranked, "equal", 10).overall.map_official
+    assert score == result.map_official
+    assert result.kind_weights is not None and set(result.kind_weights) == {"vehicle"}

@@ -13,6 +13,7 @@ import pytest
 from trafficsearch.data.labels import read_labels
 from trafficsearch.data.records import Record, is_relevant
 from trafficsearch.errors import ConfigError
+from trafficsearch.search.engine import SearchEngine
 from trafficsearch.search.ensemble import (
     EnsembleConfig,
     FusedFirstStage,
@@ -55,16 +56,21 @@ def records(val_labels_path: Path) -> list[Record]:
     return chosen
 
 
-def _engine(records: list[Record], kind_weights: dict[str, list[float]] | None = None) -> SimpleNamespace:
+def _engine(records: list[Record], kind_weights: dict[str, list[float]] | None = None) -> SearchEngine:
+    """A real engine over stub members: a gallery of the records' images (metadata only, no vectors)."""
     members = [ExpertMember("veh", "vehicle", records), ExpertMember("ped", "pedestrian", records)]
     for m in members:
         m.queries = {r.text: r for r in records}
     first = FusedFirstStage(members, [1.0, 1.0], "zscore", kind_weights=kind_weights)
     config = EnsembleConfig("kinds", [MemberConfig("veh", "x"), MemberConfig("ped", "y")])
-    meta = SimpleNamespace(names=[r.image for r in records], kinds=[r.kind for r in records])
-    return SimpleNamespace(
-        first_stage=first, model=SimpleNamespace(config=config), data=SimpleNamespace(metadata=meta)
+    meta = SimpleNamespace(
+        names=[r.image for r in records],
+        kinds=np.array([r.kind for r in records]),
+        ids=list(range(len(records))),
+        paths=[r.image for r in records],
     )
+    data = SimpleNamespace(metadata=meta, count=len(records), manifest={})
+    return SearchEngine(data, SimpleNamespace(config=config), first_stage=first)  # type: ignore[arg-type]
 
 
 def test_each_query_fuses_with_the_weights_of_its_kind(records: list[Record]) -> None:

@@ -125,7 +125,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A gallery with labels and one saved checkpoint per family (clip, blip, attributes)."""
     from trafficsearch.models.attributes import create_attribute_model
     from trafficsearch.models.blip import create_blip
-    from trafficsearch.models.checkpoint import save_checkpoint
+    from trafficsearch.models.clip import save_checkpoint
     from trafficsearch.testing.datasets import make_split
 
     root = tmp_path_factory.mktemp("golden")
@@ -155,21 +155,21 @@ def _rankings(engine: object, rerank: bool = False, k: int = 6) -> dict[str, np.
 def case_index_search(ck: dict[str, Path]) -> dict[str, np.ndarray]:
     """A CLIP checkpoint indexed over the gallery, reopened from its manifest's spec, then searched."""
     from trafficsearch.index import build_index
-    from trafficsearch.models.checkpoint import load_checkpoint
-    from trafficsearch.search import SearchEngine
+    from trafficsearch.models.clip import load_checkpoint
+    from trafficsearch.search.opener import open_engine
 
     out = ck["root"] / "idx-clip"
     if not (out / "manifest.json").is_file():
         model = load_checkpoint(ck["clip"])
         build_index(ck["gallery"], out, model, model_spec=ck["clip"], labels=ck["labels"], workers=0,
                     progress=False)  # fmt: skip
-    return _rankings(SearchEngine.open(out))
+    return _rankings(open_engine(out))
 
 
 def case_ensemble_search(ck: dict[str, Path]) -> dict[str, np.ndarray]:
     """clip + blip + attributes checkpoints fused (zscore, kind weights) and re-ranked by BLIP ITM."""
-    from trafficsearch.search import SearchEngine
     from trafficsearch.search.ensemble import build_ensemble_index
+    from trafficsearch.search.opener import open_engine
 
     root = ck["root"]
     config = {
@@ -188,7 +188,7 @@ def case_ensemble_search(ck: dict[str, Path]) -> dict[str, np.ndarray]:
     if not (out / "ensemble.yaml").is_file():
         build_ensemble_index(root / "golden.yaml", ck["gallery"], out, labels=ck["labels"], progress=False,
                              workers=0)  # fmt: skip
-    engine = SearchEngine.open(out)
+    engine = open_engine(out)
     fused, reranked = _rankings(engine), _rankings(engine, rerank=True)
     return {"fused_names": fused["names"], "fused_scores": fused["scores"],
             "rerank_names": reranked["names"], "rerank_scores": reranked["scores"]}  # fmt: skip

@@ -12,7 +12,7 @@ import torch
 from trafficsearch.errors import IndexError_, TrafficSearchError
 from trafficsearch.index import add_images, build_index, merge_index, open_index
 from trafficsearch.index.files import shard_path
-from trafficsearch.search import SearchEngine
+from trafficsearch.search.opener import open_engine
 from trafficsearch.testing.color import ColorModel, make_color_gallery
 
 torch.set_num_threads(1)
@@ -40,7 +40,7 @@ def test_build_then_search_finds_the_right_image(tmp_path: Path) -> None:
     model = ColorModel()
     result = build_index(tmp_path / "g", tmp_path / "idx", model, shard_size=3, workers=2, progress=False)
     assert result.merged and result.manifest["count"] == 10
-    engine = SearchEngine.open(tmp_path / "idx", model=model)
+    engine = open_engine(tmp_path / "idx", model=model)
     for color in ("red", "blue", "white"):
         hits = engine.search([f"This is a {color} car."], k=1)[0]
         assert names[hits[0].name] == color
@@ -114,7 +114,7 @@ def test_manifest_mismatch_is_a_clear_error(tmp_path: Path) -> None:
         build_index(tmp_path / "g", tmp_path / "idx", ColorModel(0), shard_size=3, workers=0, progress=False)
     assert info.value.field == "shard_size"
     with pytest.raises(TrafficSearchError, match="not the model this index was built with"):
-        SearchEngine.open(tmp_path / "idx", model=ColorModel(1))
+        open_engine(tmp_path / "idx", model=ColorModel(1))
 
 
 def test_new_gallery_images_need_index_add(tmp_path: Path) -> None:
@@ -146,7 +146,7 @@ def test_add_equals_full_rebuild(tmp_path: Path) -> None:
     assert sorted(got) == sorted(ref) and len(got) == 10
     assert all(np.array_equal(got[n], ref[n]) for n in ref)
     assert all(np.array_equal(got[n], before[n]) for n in before)
-    engine = SearchEngine.open(tmp_path / "idx", model=model)
+    engine = open_engine(tmp_path / "idx", model=model)
     assert engine.search(["grey"], k=1)[0][0].name == "b001.jpg"
     assert engine.search(["cyan"], k=20, where={"path": "c/b002.jpg"})[0][0].name == "c/b002.jpg"
     again = add_images(tmp_path / "idx", [new[0]], model=model, workers=0, progress=False)

@@ -11,6 +11,7 @@ import pytest
 from trafficsearch.index import build_index, open_index, tune_vectors
 from trafficsearch.index.faiss_util import build_faiss, search
 from trafficsearch.index.tune import default_candidates, recall_at_k
+from trafficsearch.search.opener import open_engine
 
 
 def clustered(n: int, dim: int, clusters: int, seed: int) -> np.ndarray:
@@ -70,7 +71,6 @@ def test_candidates_respect_training_size() -> None:
 
 def test_tune_index_dir_saves_choice_and_measurement(tmp_path: Path) -> None:
     from trafficsearch.index.tune import tune_index_dir
-    from trafficsearch.search import SearchEngine
     from trafficsearch.testing.color import ColorModel, make_color_gallery
 
     colors = ["red", "green", "blue", "yellow", "white", "black", "orange", "purple"]
@@ -82,7 +82,7 @@ def test_tune_index_dir_saves_choice_and_measurement(tmp_path: Path) -> None:
     assert manifest["faiss"]["factory"] == result.best.factory
     data = open_index(tmp_path / "idx")
     assert data.faiss.ntotal == 24
-    engine = SearchEngine.open(tmp_path / "idx", model=model)
+    engine = open_engine(tmp_path / "idx", model=model)
     assert engine.info()["tuned_recall"] == manifest["tune"]["chosen"]["recall"]
 
 

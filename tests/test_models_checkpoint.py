@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from trafficsearch.errors import ConfigError
+from trafficsearch.ioutil import file_sha256 as sha256_file
 from trafficsearch.models import load_model
-from trafficsearch.models.checkpoint import load_checkpoint, save_checkpoint
-from trafficsearch.models.clip import create_clip, sha256_file
+from trafficsearch.models.clip import create_clip, load_checkpoint, save_checkpoint
 
 torch.set_num_threads(1)
 

@@ -13,7 +13,7 @@ import yaml
 
 from trafficsearch.errors import ConfigError
 from trafficsearch.index import build_index
-from trafficsearch.search.engine import SearchEngine
+from trafficsearch.search.opener import open_engine
 from trafficsearch.search.rerank import ItmRerankStage, combine, merge_reranked
 from trafficsearch.search.stages import Candidates
 from trafficsearch.testing.color import ColorModel, ColorTransform, make_color_gallery
@@ -70,7 +70,7 @@ def color_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_stage_reorders_when_itm_disagrees(color_index: Path) -> None:
     stub = StubItm()
-    engine = SearchEngine.open(color_index, model=ColorModel())
+    engine = open_engine(color_index, model=ColorModel())
     engine.rerank_stages = [ItmRerankStage(stub, engine.data, k=3, form="itm_prob")]
     plain = [h.name for h in engine.search(["red"], k=5)[0]]
     assert plain[0] == "a_red.jpg"
@@ -84,7 +84,7 @@ def test_stage_reorders_when_itm_disagrees(color_index: Path) -> None:
 
 def test_real_tiny_blip_itm_scores_through_the_stage(color_index: Path, blip_tiny) -> None:
     blip = blip_tiny
-    engine = SearchEngine.open(color_index, model=ColorModel())
+    engine = open_engine(color_index, model=ColorModel())
     stage = ItmRerankStage(blip, engine.data, k=4, form="seed")
     cand = engine.candidates(["A red car."], 6)[0]
     out = stage(["A red car."], [cand])[0]
@@ -106,7 +106,7 @@ def test_packaged_tiny_ensemble_end_to_end(tmp_path: Path) -> None:
     config = Path(__file__).resolve().parents[1] / "src/trafficsearch/configs/ensembles/tiny-test.yaml"
     make_color_gallery(tmp_path / "g", {f"i{i}.jpg": c for i, c in enumerate(["red", "blue", "green"] * 4)})
     build_ensemble_index(config, tmp_path / "g", tmp_path / "idx", progress=False, workers=0)
-    engine = SearchEngine.open(tmp_path / "idx")
+    engine = open_engine(tmp_path / "idx")
     assert yaml.safe_load((tmp_path / "idx" / "ensemble.yaml").read_text())["name"] == "tiny-test"
     plain = engine.search(["A red car."], k=12)[0]
     reranked = engine.search(["A red car."], k=12, rerank=True)[0]
@@ -118,7 +118,7 @@ def test_packaged_tiny_ensemble_end_to_end(tmp_path: Path) -> None:
 def test_many_queries_rerank_in_cache_sized_passes_with_the_same_result(color_index: Path, blip_tiny) -> None:
     """More candidates than the token cache holds: queries go in passes, each pass's images stay cached."""
     blip = blip_tiny
-    engine = SearchEngine.open(color_index, model=ColorModel())
+    engine = open_engine(color_index, model=ColorModel())
     texts = ["A red car.", "A blue car.", "A green car.", "A purple car."]
     cands = engine.candidates(texts, 6)
     roomy = ItmRerankStage(blip, engine.data, k=4, form="seed")

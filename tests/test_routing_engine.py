@@ -11,7 +11,8 @@ from trafficsearch.data.records import Record, VehicleAttributes
 from trafficsearch.errors import ConfigError
 from trafficsearch.index import build_index
 from trafficsearch.search.engine import SearchEngine
-from trafficsearch.search.routing import query_kind, route_matrix
+from trafficsearch.search.opener import open_engine
+from trafficsearch.search.routing import query_kind
 from trafficsearch.testing.color import ColorModel, make_color_gallery
 
 torch.set_num_threads(1)
@@ -36,7 +37,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> SearchEngine:
     ]
     write_labels(records, root / "labels.txt")
     build_index(root / "g", root / "idx", ColorModel(), labels=root / "labels.txt", workers=0, progress=False)
-    return SearchEngine.open(root / "idx", model=ColorModel())
+    return open_engine(root / "idx", model=ColorModel())
 
 
 def test_query_kind_rule() -> None:
@@ -91,11 +92,3 @@ def test_engine_default_route_and_bad_route(engine: SearchEngine) -> None:
         engine.route = "off"
     with pytest.raises(ConfigError, match="route"):
         engine.search(["x"], route="sometimes")
-
-
-def test_route_matrix() -> None:
-    scores = np.array([[1.0, 2.0, 3.0]], np.float32)
-    kinds = np.array(["vehicle", "pedestrian", "unknown"], dtype=object)
-    hard = route_matrix(scores, ["A red Audi."], kinds, "hard", 0.5)
-    assert hard[0, 1] == -np.inf and hard[0, 0] == 1.0 and hard[0, 2] == 3.0
-    assert route_matrix(scores, ["A red Audi."], kinds, "soft", 0.5)[0, 1] == pytest.approx(1.5)

@@ -15,7 +15,7 @@ from PIL import Image
 from trafficsearch.cli import main
 from trafficsearch.data.labels import write_queries
 from trafficsearch.eval.submission import read_submission
-from trafficsearch.search import SearchEngine
+from trafficsearch.search.opener import open_engine
 
 torch.set_num_threads(2)
 
@@ -32,7 +32,7 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str | Path) -> int:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from trafficsearch.models import load_model
-    from trafficsearch.models.checkpoint import save_checkpoint
+    from trafficsearch.models.clip import save_checkpoint
 
     root = tmp_path_factory.mktemp("e2e")
     torch.manual_seed(0)
@@ -68,7 +68,7 @@ def test_index_search_submit_end_to_end(
         "5",
     )
     assert code == 0
-    engine = SearchEngine.open(root / "idx")  # model reloaded from the manifest's checkpoint spec
+    engine = open_engine(root / "idx")  # model reloaded from the manifest's checkpoint spec
     assert engine.info()["count"] == 12 and engine.info()["dim"] == engine.model.embed_dim
     # The stored vectors are what the model computes for the images (fp16 storage aside).
     transform = engine.model.image_transform()
@@ -136,7 +136,7 @@ def test_cli_add_merge_tune_info(
     assert run_cli(monkeypatch, "index", "info", root / "idx2", "--json") == 0
     manifest = json.loads(capsys.readouterr().out)
     assert manifest["count"] == 13 and manifest["tune"]["chosen"]["recall"] >= 0.95
-    engine = SearchEngine.open(root / "idx2")
+    engine = open_engine(root / "idx2")
     assert engine.image_path(12) == (root / "more" / "vehicle_9999999.jpg").resolve()
 
 

@@ -14,6 +14,7 @@ from trafficsearch.data.records import Record, VehicleAttributes
 from trafficsearch.errors import TrafficSearchError
 from trafficsearch.index import build_index
 from trafficsearch.search import Candidates, SearchEngine
+from trafficsearch.search.opener import open_engine
 from trafficsearch.testing.color import ColorModel, make_color_gallery
 
 torch.set_num_threads(1)
@@ -46,7 +47,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> SearchEngine:
     ]
     write_labels(records, root / "labels.txt")
     build_index(root / "g", root / "idx", ColorModel(), labels=root / "labels.txt", workers=0, progress=False)
-    return SearchEngine.open(root / "idx", model=ColorModel())
+    return open_engine(root / "idx", model=ColorModel())
 
 
 def test_kind_filter_never_returns_another_kind(engine: SearchEngine) -> None:
@@ -126,7 +127,7 @@ def test_info_and_paths(engine: SearchEngine) -> None:
 
 def test_open_missing_index_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(TrafficSearchError, match="not an index directory"):
-        SearchEngine.open(tmp_path, model=ColorModel())
+        open_engine(tmp_path, model=ColorModel())
 
 
 def test_filters_stay_exact_when_the_index_takes_no_selector(

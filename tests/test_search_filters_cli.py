@@ -31,7 +31,7 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str | Path) -> int:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from trafficsearch.models import load_model
-    from trafficsearch.models.checkpoint import save_checkpoint
+    from trafficsearch.models.clip import save_checkpoint
 
     root = tmp_path_factory.mktemp("filters")
     torch.manual_seed(0)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from trafficsearch.index import build_index
-from trafficsearch.search.engine import SearchEngine
+from trafficsearch.search.opener import open_engine
 from trafficsearch.testing.color import make_color_gallery
 from trafficsearch.testing.service import free_port
 
@@ -25,8 +25,7 @@ COLORS = ["red", "blue", "green", "white", "black", "yellow"]
 @pytest.fixture(scope="module")
 def checkpoint_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from trafficsearch.models import load_model
-    from trafficsearch.models.checkpoint import save_checkpoint
-    from trafficsearch.models.clip import create_clip
+    from trafficsearch.models.clip import create_clip, save_checkpoint
 
     root = tmp_path_factory.mktemp("cli")
     make_color_gallery(root / "gallery", {f"{100_000 + i:06d}.jpg": c for i, c in enumerate(COLORS * 3)})
@@ -68,7 +67,7 @@ def test_serve_command_serves_the_index_on_loopback(checkpoint_index: Path) -> N
         assert health["count"] == 18 and health["model"] == "ts-tiny-test"
         response = httpx.post(f"{url}/search", json={"text": "This is a red Audi.", "k": 5}, timeout=60)
         assert response.status_code == 200
-        expected = SearchEngine.open(checkpoint_index).search(["This is a red Audi."], k=5)[0]
+        expected = open_engine(checkpoint_index).search(["This is a red Audi."], k=5)[0]
         assert [h["name"] for h in response.json()["hits"]] == [h.name for h in expected]
         assert httpx.get(f"{url}/").status_code == 200
     finally:

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from trafficsearch.index import build_index
-from trafficsearch.search.engine import SearchEngine
+from trafficsearch.search.opener import open_engine
 from trafficsearch.serve.app import create_app
 from trafficsearch.serve.server import serve_in_thread
 from trafficsearch.testing.color import ColorModel, make_color_gallery
@@ -41,7 +41,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
         root / "g", {f"{c}{i}.jpg": c for i in range(3) for c in ("red", "blue", "green", "white")}
     )
     build_index(root / "g", root / "idx", ColorModel(), workers=0, progress=False)
-    engine = SearchEngine.open(root / "idx", model=ColorModel())
+    engine = open_engine(root / "idx", model=ColorModel())
     front_port = free_port()
     front_origin = f"http://127.0.0.1:{front_port}"
     back = create_app(engine, batch_window_ms=0, cors_origins=[front_origin])

@@ -40,13 +40,13 @@ def _secured_real_app(tmp: Path):  # noqa: ANN202
     import torch
 
     from trafficsearch.index import build_index
-    from trafficsearch.search.engine import SearchEngine
+    from trafficsearch.search.opener import open_engine
     from trafficsearch.testing.color import ColorModel, make_color_gallery
 
     torch.set_num_threads(1)
     make_color_gallery(tmp / "g", {f"{c}.jpg": c for c in ("red", "blue", "green", "white")})
     build_index(tmp / "g", tmp / "idx", ColorModel(), workers=0, progress=False)
-    engine = SearchEngine.open(tmp / "idx", model=ColorModel())
+    engine = open_engine(tmp / "idx", model=ColorModel())
     return create_app(
         engine, max_k=20, batch_window_ms=0, allowed_hosts=["testserver"], tokens=[TOKEN], require_auth=True
     )

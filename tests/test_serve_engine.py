@@ -13,7 +13,7 @@ import torch
 from trafficsearch.data.labels import write_labels
 from trafficsearch.data.records import Record, VehicleAttributes
 from trafficsearch.index import build_index
-from trafficsearch.search.engine import SearchEngine
+from trafficsearch.search.opener import open_engine
 from trafficsearch.serve.app import create_app
 from trafficsearch.serve.server import serve_in_thread
 from trafficsearch.testing.color import ColorModel, make_color_gallery
@@ -50,7 +50,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     build_index(
         root / "gallery", root / "idx", ColorModel(), labels=root / "labels.txt", workers=0, progress=False
     )
-    engine = SearchEngine.open(root / "idx", model=ColorModel())
+    engine = open_engine(root / "idx", model=ColorModel())
     app = create_app(engine)
     with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as client:
         yield {"engine": engine, "client": client, "names": names, "root": root}

@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 
 from trafficsearch.index import build_index
-from trafficsearch.search.engine import SearchEngine
 from trafficsearch.search.example import ExampleQuery, search_example
+from trafficsearch.search.opener import open_engine
 from trafficsearch.serve.app import create_app
 from trafficsearch.serve.server import serve_in_thread
 from trafficsearch.testing.color import COLOR_WORDS, ColorModel, make_color_gallery
@@ -46,7 +46,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     names = {f"{c}{i}.jpg": c for i in range(2) for c in COLORS}
     make_color_gallery(root / "gallery", names, size=(32, 32))
     build_index(root / "gallery", root / "idx", ColorModel(), workers=0, progress=False)
-    engine = SearchEngine.open(root / "idx", model=ColorModel())
+    engine = open_engine(root / "idx", model=ColorModel())
     with (
         serve_in_thread(create_app(engine, batch_window_ms=0)) as url,
         httpx.Client(base_url=url, timeout=30) as client,
@@ -158,7 +158,7 @@ def test_ensemble_example_search_is_fused_like_text(tmp_path: Path) -> None:
     import yaml
 
     from trafficsearch.search import fusion
-    from trafficsearch.search.ensemble import build_ensemble_index, open_ensemble_engine
+    from trafficsearch.search.ensemble import build_ensemble_index
 
     models = {"color0": ColorModel(0), "color2": ColorModel(2)}
     gallery = {f"v{i:02d}.jpg": COLORS[i % len(COLORS)] for i in range(16)}
@@ -175,7 +175,7 @@ def test_ensemble_example_search_is_fused_like_text(tmp_path: Path) -> None:
     build_ensemble_index(
         tmp_path / "ens.yaml", tmp_path / "g", tmp_path / "idx", models=models, progress=False, workers=0
     )
-    engine = open_ensemble_engine(tmp_path / "idx", models=models)
+    engine = open_engine(tmp_path / "idx", models=models)
     # text through search_example ranks exactly as the engine's own fused text search
     for text in ("a red car", "something purple"):
         fused_text = [h.name for h in engine.search([text], k=16)[0]]
@@ -210,7 +210,7 @@ def test_camera_and_time_filters_reach_the_engine(tmp_path: Path) -> None:
             db.execute(
                 "UPDATE images SET camera = ?, time = ? WHERE name = ?", (f"c{i % 2:03d}", 100 * i, name)
             )
-    engine = SearchEngine.open(tmp_path / "idx", model=ColorModel())
+    engine = open_engine(tmp_path / "idx", model=ColorModel())
     app = create_app(engine, batch_window_ms=0)
     where = {"camera": ["c001"], "time": {"gte": 150, "lte": 400}}  # cameras c001: i = 1, 3 -> times 100, 300
     with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as client:

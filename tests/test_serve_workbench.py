@@ -20,6 +20,7 @@ from trafficsearch.data.records import Record, VehicleAttributes
 from trafficsearch.eval.submission import read_submission
 from trafficsearch.index import build_index
 from trafficsearch.search.engine import SearchEngine
+from trafficsearch.search.opener import open_engine
 from trafficsearch.serve.app import create_app
 from trafficsearch.serve.security import Token
 from trafficsearch.serve.server import serve_in_thread
@@ -58,7 +59,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> SearchEngine:
     build_index(
         root / "gallery", root / "idx", ColorModel(), labels=root / "labels.txt", workers=0, progress=False
     )
-    return SearchEngine.open(root / "idx", model=ColorModel())
+    return open_engine(root / "idx", model=ColorModel())
 
 
 @pytest.fixture(scope="module", params=["loopback", "token"])

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from trafficsearch.demo import FULL_SYSTEM, compare_with_best_single
-from trafficsearch.search import fusion
-from trafficsearch.systems import (
+from trafficsearch.experiments.demo import FULL_SYSTEM, compare_with_best_single
+from trafficsearch.experiments.systems import (
     MemberIndex,
     ModelCache,
     SplitData,
@@ -23,6 +22,7 @@ from trafficsearch.systems import (
     open_single,
     score_system,
 )
+from trafficsearch.search import fusion
 from trafficsearch.testing.color import ColorModel
 
 torch.set_num_threads(1)
@@ -90,7 +90,7 @@ def test_score_system_rows_latency_and_cold_caches(
     cached = [len(m.cache) for m in engine.model.members]
     assert min(cached) > 0  # the full search cached its query vectors
     with cold_caches(engine):
-        assert all(len(m.cache) == 0 for m in engine.model.members) and len(engine.cache) == 0
+        assert all(len(m.cache) == 0 for m in engine.model.members) and engine.cache is None  # fused
         calls = models.get(indexes[0].checkpoint).text_calls
         engine.search([split_data.records[0].text], k=3)
         assert models.get(indexes[0].checkpoint).text_calls == calls + 1  # cold: encoded again
@@ -127,7 +127,7 @@ def test_a_query_count_below_one_is_refused_before_any_work(tmp_path: Path) -> N
     from typer.testing import CliRunner
 
     from trafficsearch.cli import demo_commands
-    from trafficsearch.systems import load_split_data
+    from trafficsearch.experiments.systems import load_split_data
 
     with pytest.raises(ValueError, match="n_queries must be at least 1"):
         load_split_data(tmp_path, "val", 0)

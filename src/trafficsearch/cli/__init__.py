@@ -8,19 +8,36 @@ import sys
 import typer
 from rich.console import Console
 
+from trafficsearch import __version__
 from trafficsearch.errors import TrafficSearchError
 
 app = typer.Typer(
     name="trafficsearch",
     help="Find pedestrians and vehicles in traffic-camera crops from a text description.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish, PowerShell
     pretty_exceptions_enable=False,
 )
 err_console = Console(stderr=True)
 
-# Modules that add commands to `app` (each defines `register(app)`); imported lazily so that a broken
-# optional area never hides the others.
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"trafficsearch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Find pedestrians and vehicles in traffic-camera crops from a text description."""
+
+
+# Modules that add commands to `app` (each defines `register(app)`). A module that fails to import fails the
+# whole CLI loudly: a typo must not silently drop a command.
 COMMAND_MODULES = (
     "trafficsearch.cli.data_commands",
     "trafficsearch.cli.synth_commands",
@@ -30,18 +47,13 @@ COMMAND_MODULES = (
     "trafficsearch.cli.ensemble_commands",
     "trafficsearch.cli.serve_commands",
     "trafficsearch.cli.demo_commands",
+    "trafficsearch.cli.doctor_commands",
 )
 
 
 def _register_all() -> None:
     for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        module.register(app)
+        importlib.import_module(module_name).register(app)
 
 
 _register_all()
@@ -50,7 +62,8 @@ _register_all()
 def main() -> None:
     """Entry point: user errors become one red line and exit code 2, never a traceback."""
     try:
-        app(standalone_mode=False)
+        # one program name however it is started (script or python -m): usage lines and completion agree
+        code = app(standalone_mode=False, prog_name="trafficsearch")  # typer.Exit(n) comes back as n
     except TrafficSearchError as exc:
         err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -68,6 +81,8 @@ def main() -> None:
             raise
         show()
         sys.exit(getattr(exc, "exit_code", 2))
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def demo(
     beside random, with the full system compared to the best single model."""
     from dataclasses import replace
 
-    from trafficsearch.demo import DemoPlan, run_demo
+    from trafficsearch.experiments import DemoPlan, run_demo
 
     plan = DemoPlan.fast() if fast else DemoPlan()
     changes = {"train": train, "val": val, "test": test, "epochs": epochs, "config": config}

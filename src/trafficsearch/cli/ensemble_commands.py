@@ -1,6 +1,6 @@
 """`trafficsearch ensemble ...` (index, fit, show) and `trafficsearch attributes train`.
 
-An ensemble index dir works wherever an index dir does (`search`, `submit`, `serve`): SearchEngine.open
+An ensemble index dir works wherever an index dir does (`search`, `submit`, `serve`): open_engine
 recognises its ensemble.yaml.
 """
 
@@ -11,6 +11,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from trafficsearch.cli.options import device_option, pick_device
 
 console = Console()
 err = Console(stderr=True)
@@ -28,11 +30,12 @@ def index_command(
     factory: str = typer.Option("Flat", "--factory", help="FAISS factory string for every member."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     workers: int = typer.Option(2, "--workers", min=0),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = device_option(),
 ) -> None:
     """Index the gallery once per member (each build resumes), then write OUT/ensemble.yaml."""
     from trafficsearch.search.ensemble import build_ensemble_index
 
+    device = pick_device(device)
     build_ensemble_index(
         config,
         gallery,
@@ -63,7 +66,7 @@ def fit_command(
         min=0.0,
         help="Least mAP@10 gain (0-1) a weight change must bring to be kept; guards a small split's noise.",
     ),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = device_option(),
 ) -> None:
     """Fit member weights on official mAP@10 (coordinate search) and save them into CONFIG (atomically).
 
@@ -73,7 +76,6 @@ def fit_command(
     """
     from trafficsearch.data.labels import read_labels
     from trafficsearch.errors import ConfigError
-    from trafficsearch.search.engine import SearchEngine
     from trafficsearch.search.ensemble import (
         ENSEMBLE_FILE,
         fit_weights,
@@ -82,6 +84,7 @@ def fit_command(
         save_ensemble,
         with_weights,
     )
+    from trafficsearch.search.opener import open_engine
 
     if not is_ensemble_dir(index):
         raise ConfigError("not an ensemble index dir (no ensemble.yaml)", path=index, field="--index")
@@ -90,7 +93,7 @@ def fit_command(
     except ValueError:
         raise ConfigError(f"expected comma-separated numbers, got {grid!r}", field="--grid") from None
     source = load_ensemble(config)
-    engine = SearchEngine.open(index, device=device)
+    engine = open_engine(index, device=pick_device(device))
     if [m.name for m in source.members] != [m.name for m in engine.model.config.members]:
         raise ConfigError("CONFIG and the index's ensemble.yaml name different members", path=config)
     records = read_labels(labels).records

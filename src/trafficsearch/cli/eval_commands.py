@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from trafficsearch.cli.options import k_option
 from trafficsearch.data.labels import read_labels
 from trafficsearch.errors import ConfigError
 from trafficsearch.eval.metrics import RULES, EvalResult, evaluate, recall_ks
@@ -56,9 +57,7 @@ def evaluate_command(
     relevance: Annotated[
         str, typer.Option("--relevance", help="Relevance rule: equal, contain, or both.")
     ] = "equal",
-    k: Annotated[
-        int, typer.Option("--k", min=1, help="Cut-off for mAP/min(R,k) and the largest Recall@k.")
-    ] = 10,
+    k: int = k_option(10, help="Cut-off for mAP/min(R,k) and the largest Recall@k."),
     as_json: Annotated[
         bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")
     ] = False,

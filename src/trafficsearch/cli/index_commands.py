@@ -1,7 +1,9 @@
 """`trafficsearch index ...`, `search` and `submit`: build/extend/tune an index and query it.
 
-`trafficsearch index GALLERY_DIR --model SPEC --out DIR` is short for `trafficsearch index build ...`:
-when the first word after `index` is not a sub-command name, `build` is assumed.
+`trafficsearch index build GALLERY_DIR --model SPEC --out DIR` is the explicit form; `trafficsearch index
+GALLERY_DIR ...` is short for it when GALLERY_DIR is not a sub-command name (add, build, delete, detach, info,
+merge, push, tune).
+A folder named like a sub-command must be indexed with `index build`: a clear error says so.
 """
 
 from __future__ import annotations
@@ -9,23 +11,46 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 from typer.core import TyperGroup
 
+from trafficsearch.cli.options import (
+    device_option,
+    k_option,
+    kind_option,
+    pick_device,
+    rerank_option,
+    time_from_option,
+    time_to_option,
+    where_option,
+)
 from trafficsearch.errors import TrafficSearchError
 
 console = Console()
 err = Console(stderr=True)
 
 
-class _DefaultToBuild(TyperGroup):
-    """A group whose default sub-command is `build`, so `index GALLERY ...` keeps working."""
+def _names_model(args: list[str]) -> bool:
+    return any(a == "--model" or a.startswith("--model=") for a in args)
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+
+class _DefaultToBuild(TyperGroup):
+    """A group whose default sub-command is `build`, so `index GALLERY ...` keeps working.
+
+    Only `build` takes --model: `index add --model ...` can only mean a gallery folder named "add", which
+    must be written `index build add ...` (a sub-command name always means the sub-command)."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if args and args[0] in self.commands and args[0] != "build" and _names_model(args[1:]):
+            raise typer.BadParameter(
+                f"{args[0]!r} is an `index` sub-command, not a gallery folder; to index a folder named "
+                f"{args[0]!r} write `trafficsearch index build {args[0]} --model ... --out ...`",
+                ctx=ctx,
+                param_hint="GALLERY_DIR",
+            )
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["build", *args]
         return super().parse_args(ctx, args)
@@ -35,7 +60,8 @@ index_app = typer.Typer(
     cls=_DefaultToBuild,
     no_args_is_help=True,
     help="Build, extend, merge, tune and inspect an index. "
-    "`index GALLERY_DIR --model SPEC --out DIR` is short for `index build GALLERY_DIR ...`.",
+    "`index GALLERY_DIR --model SPEC --out DIR` is short for `index build GALLERY_DIR ...` "
+    "(use `index build` when the folder is named like a sub-command).",
 )
 
 
@@ -55,17 +81,19 @@ def build(
     workers: int = typer.Option(2, "--workers", min=0, help="DataLoader processes decoding images."),
     shard_size: int = typer.Option(4096, "--shard-size", min=1, help="Images per resumable shard."),
     max_pixels: int = typer.Option(64_000_000, "--max-pixels", min=1, help="Refuse to decode larger images."),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = device_option(),
 ) -> None:
     """Encode a gallery into an index; an interrupted build resumes where it stopped.
 
     With RANK/WORLD_SIZE set (torchrun) each rank encodes shards i % WORLD_SIZE == RANK and the rank that
     finishes last merges them (or run `trafficsearch index merge DIR`).
     """
-    from trafficsearch.index.build import build_index, load_model_spec
+    from trafficsearch.index.build import build_index
+    from trafficsearch.models.factory import load_model
 
+    device = pick_device(device)
     with err.status(f"loading model {model} ..."):
-        retrieval_model = load_model_spec(model, device=device)
+        retrieval_model = load_model(model, device=device)
     result = build_index(
         gallery,
         out,
@@ -103,11 +131,12 @@ def add(
     labels: Path | None = typer.Option(None, "--labels", help="Label file giving the new images' kinds."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     workers: int = typer.Option(2, "--workers", min=0),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = device_option(),
 ) -> None:
     """Append new images without re-encoding the others; the FAISS index is extended, not rebuilt."""
     from trafficsearch.index.build import add_images
 
+    device = pick_device(device)
     items = list(images or []) + ([folder] if folder else [])
     if not items:
         raise TrafficSearchError("give image files/folders or --dir FOLDER", field="images")
@@ -159,9 +188,9 @@ def push(
     queries: Path | None = typer.Option(
         None, "--queries", help="Query texts: measure recall@k and choose the fastest index type reaching it."
     ),
-    k: int = typer.Option(10, "-k", min=1),
+    k: int = k_option(help="Recall@k the index type is tuned for (with --queries)."),
     target: float = typer.Option(0.95, "--target", min=0.0, max=1.0),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = device_option(),
 ) -> None:
     """Upsert the index into a Milvus collection (a killed push resumes) and search through it from now on.
 
@@ -172,13 +201,13 @@ def push(
     vectors = None
     if queries is not None:
         from trafficsearch.data.labels import read_queries
-        from trafficsearch.index.build import load_model_spec
         from trafficsearch.index.files import read_manifest
         from trafficsearch.index.tune import encode_texts
+        from trafficsearch.models.factory import load_model
 
         spec = read_manifest(index_dir)["model_spec"]
         with err.status(f"encoding queries with {spec} ..."):
-            vectors = encode_texts(load_model_spec(spec, device=device), read_queries(queries))
+            vectors = encode_texts(load_model(spec, device=pick_device(device)), read_queries(queries))
     with err.status(f"pushing to {milvus} ...") as status:
         manifest = push_to_milvus(
             index_dir,
@@ -230,15 +259,16 @@ def tune(
     queries: Path = typer.Option(
         ..., "--queries", help="Query file (one text per line), e.g. test_text.txt."
     ),
-    k: int = typer.Option(10, "-k", min=1),
+    k: int = k_option(),
     target: float = typer.Option(0.95, "--target", min=0.0, max=1.0, help="Recall@k the setting must reach."),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = device_option(),
 ) -> None:
     """Measure recall@k and latency of IVF/HNSW/IVF-PQ against exact search; keep the fastest good one."""
     from trafficsearch.data.labels import read_queries
     from trafficsearch.index.tune import tune_index_dir
 
     texts = read_queries(queries)
+    device = pick_device(device)
     with err.status("tuning ...") as status:
         result, _ = tune_index_dir(
             index_dir,
@@ -318,28 +348,25 @@ def _store_line(store: dict | None) -> str:
 def search(
     index_dir: Path = typer.Argument(..., help="Index directory."),
     text: str = typer.Argument(..., help="What to look for, e.g. 'This is a white Audi Sedan.'"),
-    k: int = typer.Option(10, "-k", min=1),
-    kind: str | None = typer.Option(None, "--kind", help="Only this kind: vehicle, pedestrian or unknown."),
-    where: list[str] = typer.Option(
-        None,
-        "--where",
-        help="Metadata filter, repeatable: camera=c1,c2 (any of), color=red, time>=2024-05-01T08:00, id<100.",
-    ),
-    time_from: str | None = typer.Option(None, "--time-from", help="Only images at or after this time."),
-    time_to: str | None = typer.Option(
-        None, "--time-to", help="Only images at or before this time (a bare date includes that day)."
-    ),
-    device: str = typer.Option("cpu", "--device"),
+    k: int = k_option(),
+    kind: str | None = kind_option(),
+    where: list[str] = where_option(),
+    time_from: str | None = time_from_option(),
+    time_to: str | None = time_to_option(),
+    rerank: bool = rerank_option(),
+    device: str = device_option(),
     as_json: bool = typer.Option(False, "--json", help="Print hits as JSON."),
 ) -> None:
-    """Print the top-k images for a text query with their scores (filtered by kind and metadata)."""
+    """Print the top-k images for a text query with their scores (filtered by kind and metadata;
+    re-ranked if the index has a re-ranker)."""
     from trafficsearch.index.filters import parse_where
-    from trafficsearch.search.engine import SearchEngine
+    from trafficsearch.search.opener import open_engine
 
     conditions = parse_where(where or [], time_from, time_to)
+    device = pick_device(device)
     with err.status("opening index ..."):
-        engine = SearchEngine.open(index_dir, device=device)
-    hits = engine.search([text], k=k, kind=kind, where=conditions or None)[0]
+        engine = open_engine(index_dir, device=device)
+    hits = engine.search([text], k=k, kind=kind, where=conditions or None, rerank=rerank)[0]
     meta = engine.data.metadata
     records = [meta.record(meta.row_of_id(h.id)) for h in hits]
     if as_json:
@@ -372,19 +399,22 @@ def submit(
     index_dir: Path = typer.Argument(..., help="Index directory over the test gallery."),
     queries: Path = typer.Option(..., "--queries", help="test_text.txt: one query per line."),
     out: Path = typer.Option(..., "--out", help="Submission JSON to write."),
-    k: int = typer.Option(10, "-k", min=1),
-    kind: str | None = typer.Option(None, "--kind", help="Restrict every query to one kind."),
-    rerank: bool = typer.Option(False, "--rerank/--no-rerank", help="Apply the re-ranking stages."),
-    device: str = typer.Option("cpu", "--device"),
+    k: int = k_option(),
+    kind: str | None = kind_option("Restrict every query to one kind"),
+    rerank: bool = rerank_option(),
+    device: str = device_option(),
 ) -> None:
-    """Write the competition submission JSON: top-k image names per query line, in file order."""
+    """Write the competition submission JSON: top-k image names per query line, in file order.
+
+    An ensemble with a `rerank:` section re-ranks its top candidates with ITM unless --no-rerank is given."""
     from trafficsearch.data.labels import read_queries
     from trafficsearch.eval.submission import write_submission
-    from trafficsearch.search.engine import SearchEngine
+    from trafficsearch.search.opener import open_engine
 
     texts = read_queries(queries)
+    device = pick_device(device)
     with err.status("opening index ..."):
-        engine = SearchEngine.open(index_dir, device=device)
+        engine = open_engine(index_dir, device=device)
     ranked: list[list[str]] = []
     chunk = 2048
     with Progress(console=err) as progress:

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
+from trafficsearch.cli.options import device_option, pick_device, rerank_option
 from trafficsearch.errors import ConfigError, TrafficSearchError
 
 console = Console(stderr=True)
@@ -73,7 +74,11 @@ def serve(
     model: str | None = typer.Option(
         None, help="Model/checkpoint to encode queries with (default: the index's)."
     ),
-    device: str = typer.Option("cpu", help="torch device for query encoding and re-ranking."),
+    device: str = device_option(),
+    rerank: bool = rerank_option(
+        "Default of requests that do not say `rerank`: re-rank with the ensemble's ITM re-ranker when it "
+        "has one (--no-rerank: fusion alone unless a request asks)."
+    ),
     max_k: int = typer.Option(100, min=1, help="Largest k a request may ask for."),
     batch_window_ms: float = typer.Option(5.0, min=0.0, help="How long concurrent queries are collected."),
     max_batch: int = typer.Option(32, min=1, help="Most queries searched in one engine call."),
@@ -95,21 +100,20 @@ def serve(
     if not index_dir.is_dir():
         raise TrafficSearchError("index directory not found", path=index_dir)
     options = exposure_options(host, token_file, allow_host, cors_origin, audit_log, audit_max_mb, rate_limit)
-    try:
-        from trafficsearch.search.engine import SearchEngine
-    except ModuleNotFoundError as exc:
-        raise TrafficSearchError(f"the search engine is not available ({exc.name} is missing)") from exc
+    from trafficsearch.search.opener import open_engine
     from trafficsearch.serve.app import create_app
     from trafficsearch.serve.server import serve_forever
 
+    device = pick_device(device)
     with console.status(f"opening index {index_dir} ..."):
-        engine = SearchEngine.open(index_dir, model=model, device=device)
+        engine = open_engine(index_dir, model=model, device=device)
     app = create_app(
         engine,
         max_k=max_k,
         batch_window_ms=batch_window_ms,
         max_batch=max_batch,
         index_name=index_dir.name,
+        rerank_default=rerank,
         **options,
     )
     shown = f"[{host}]" if ":" in host else host

@@ -36,6 +36,7 @@ class Preprocess:
     mean: tuple[float, ...] = field(default=OPENAI_MEAN)
     std: tuple[float, ...] = field(default=OPENAI_STD)
     interpolation: str = "bicubic"
+    fill: int = 0  # grey level of the padding (pad only): open_clip's fill_color of a tagged model
 
     def __post_init__(self) -> None:
         if self.kind not in TRANSFORM_KINDS:
@@ -51,6 +52,8 @@ class Preprocess:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
+        if not self.fill:  # written only when set: model.json and index fingerprints stay as before
+            del d["fill"]
         return d
 
     @classmethod
@@ -61,6 +64,7 @@ class Preprocess:
             mean=tuple(float(x) for x in d.get("mean", OPENAI_MEAN)),
             std=tuple(float(x) for x in d.get("std", OPENAI_STD)),
             interpolation=d.get("interpolation", "bicubic"),
+            fill=int(d.get("fill", 0)),
         )
 
     def describe(self) -> str:
@@ -69,20 +73,22 @@ class Preprocess:
             "openclip": "resize shortest side, centre crop",
             "stretch": "resize to a square, aspect not kept",
         }[self.kind]
-        return f"{how} of {self.image_size}px ({self.interpolation}), RGB, normalised with mean/std"
+        fill = f", padding grey {self.fill}" if self.fill and self.kind == "pad" else ""
+        return f"{how} of {self.image_size}px ({self.interpolation}{fill}), RGB, normalised with mean/std"
 
 
 def pad_to_square(
-    image: Image.Image, size: int, resample: Image.Resampling = Image.Resampling.BICUBIC
+    image: Image.Image, size: int, resample: Image.Resampling = Image.Resampling.BICUBIC, fill: int = 0
 ) -> Image.Image:
-    """Resize so the longest side is `size` (aspect kept) and centre it on a black `size` x `size` square."""
+    """Resize so the longest side is `size` (aspect kept) and centre it on a `size` x `size` square of grey
+    level `fill` (black by default)."""
     image = image.convert("RGB")
     w, h = image.size
     scale = size / max(w, h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     if (nw, nh) != (w, h):
         image = image.resize((nw, nh), resample)
-    canvas = Image.new("RGB", (size, size), (0, 0, 0))
+    canvas = Image.new("RGB", (size, size), (fill, fill, fill))
     canvas.paste(image, ((size - nw) // 2, (size - nh) // 2))
     return canvas
 
@@ -120,6 +126,8 @@ class Geometry:
         self.fn = _GEOMETRY[pre.kind]
 
     def __call__(self, image: Image.Image) -> Image.Image:
+        if self.pre.fill and self.pre.kind == "pad":
+            return pad_to_square(image, self.pre.image_size, _RESAMPLE[self.pre.interpolation], self.pre.fill)
         return self.fn(image, self.pre.image_size, _RESAMPLE[self.pre.interpolation])
 
 

@@ -21,7 +21,6 @@ from trafficsearch.index.faiss_util import DEFAULT_FACTORY, save_faiss
 from trafficsearch.index.files import (
     MANIFEST,
     cleanup_stale,
-    file_sha256,
     gen_file,
     locked,
     model_fingerprint,
@@ -33,9 +32,10 @@ from trafficsearch.index.images import DEFAULT_MAX_PIXELS, expand_image_args, li
 from trafficsearch.index.merge import merge_index
 from trafficsearch.index.plan import DEFAULT_SHARD_SIZE, Entry, Plan, check_compatible, new_plan
 from trafficsearch.index.shards import shard_done
-from trafficsearch.ioutil import atomic_write_json
+from trafficsearch.ioutil import atomic_write_json, file_sha256
+from trafficsearch.models.factory import load_model
 
-__all__ = ["BuildResult", "add_images", "build_index", "commit_faiss", "load_model_spec", "merge_index"]
+__all__ = ["BuildResult", "add_images", "build_index", "commit_faiss", "merge_index"]
 
 
 @dataclass
@@ -48,17 +48,6 @@ class BuildResult:
     shards_encoded: int
     merged: bool
     manifest: dict[str, Any] | None
-
-
-def load_model_spec(spec: str | Path, device: str = "cpu") -> Any:
-    """Load a RetrievalModel through trafficsearch.models (a clear error until that module is installed)."""
-    try:
-        from trafficsearch.models import load_model
-    except ImportError as exc:
-        raise TrafficSearchError(
-            f"cannot load models: trafficsearch.models.load_model is unavailable ({exc})"
-        ) from None
-    return load_model(spec, device=device)
 
 
 def _model_config(model: Any, model_spec: str | Path | None) -> dict[str, Any]:
@@ -233,7 +222,7 @@ def add_images(
     if plan is None:
         raise IndexError_("no build plan: build the index first", path=index_dir)
     if model is None:
-        model = load_model_spec(plan.config["model_spec"], device=device)
+        model = load_model(plan.config["model_spec"], device=device)
     config = {**plan.config, **_model_config(model, plan.config["model_spec"])}
     check_compatible(plan, config, index_dir)
     kinds, _ = _kinds_from_labels(Path(labels) if labels else None)

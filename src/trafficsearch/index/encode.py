@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 from trafficsearch.index.images import DEFAULT_MAX_PIXELS, SkipImage, load_rgb
 from trafficsearch.index.plan import Plan
 from trafficsearch.index.shards import Shard, write_shard
+from trafficsearch.models.device import inference_precision
 
 ShardCallback = Callable[[int], None]
 
@@ -165,7 +166,11 @@ def encode_shards(
     encoded = 0
     columns = (TextColumn("encoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:
-        with Progress(*columns, disable=not progress, transient=False) as bar, torch.inference_mode():
+        with (
+            Progress(*columns, disable=not progress, transient=False) as bar,
+            torch.inference_mode(),
+            inference_precision(device),  # bf16/fp16 autocast + TF32 on a GPU, fp32 on CPU
+        ):
             task = bar.add_task("encode", total=len(assembler.items))
             for batch in loader:
                 vectors = None

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from trafficsearch.errors import IndexError_
+from trafficsearch.errors import IndexError_, TrafficSearchError
 
 FORMAT = "trafficsearch-index"
 FORMAT_VERSION = 1
@@ -61,12 +61,19 @@ def model_fingerprint(model_manifest: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def check_fingerprint(model: Any, manifest: dict[str, Any], index_dir: Path, what: str = "model") -> None:
+    """The one check that `model` computes what the index at `index_dir` was built with (and its dim)."""
+    if model_fingerprint(dict(model.manifest())) != manifest["model_fingerprint"]:
+        raise TrafficSearchError(
+            f"{what} {getattr(model, 'name', '?')!r} is not the model this index was built with "
+            f"({manifest['model_name']!r}, fingerprint {manifest['model_fingerprint']}); "
+            "rebuild the index or pass the same model",
+            path=Path(index_dir) / MANIFEST,
+            field="model_fingerprint",
+        )
+    dim = manifest.get("dim")
+    if dim is not None and int(model.embed_dim) != int(dim):
+        raise TrafficSearchError(f"model dim {model.embed_dim} != index dim {dim}", path=index_dir)
 
 
 def read_manifest(index_dir: Path) -> dict[str, Any]:

@@ -147,11 +147,13 @@ def tune_vectors(
 
 
 def encode_texts(model: Any, texts: Sequence[str]) -> np.ndarray:
-    """The distinct texts' embeddings [Q, D] float32, in first-seen order."""
+    """The distinct texts' embeddings [Q, D] float32, in first-seen order, under the inference precision."""
     import torch
 
+    from trafficsearch.models.device import inference_precision
+
     unique = list(dict.fromkeys(texts))
-    with torch.inference_mode():
+    with torch.inference_mode(), inference_precision(getattr(model, "device", "cpu")):
         return np.concatenate(
             [
                 model.encode_texts(unique[i : i + 256]).float().cpu().numpy()
@@ -171,22 +173,17 @@ def tune_index_dir(
     log: Callable[[str], None] | None = None,
 ) -> tuple[TuneResult, dict[str, Any]]:
     """Encode the distinct query texts with the index's model, tune, save the chosen index + measurement."""
-    from trafficsearch.index.build import commit_faiss, load_model_spec
+    from trafficsearch.index.build import commit_faiss
     from trafficsearch.index.store import open_index
+    from trafficsearch.models.factory import load_model
 
     index_dir = Path(index_dir)
     data = open_index(index_dir)
     if model is None:
-        model = load_model_spec(data.manifest["model_spec"], device=device)
-    from trafficsearch.index.files import model_fingerprint
+        model = load_model(data.manifest["model_spec"], device=device)
+    from trafficsearch.index.files import check_fingerprint
 
-    if model_fingerprint(dict(model.manifest())) != data.manifest["model_fingerprint"]:
-        raise TrafficSearchError(
-            f"model {model.name!r} is not the model this index was built with "
-            f"({data.manifest['model_name']!r})",
-            path=index_dir,
-            field="model",
-        )
+    check_fingerprint(model, data.manifest, index_dir)
     queries = encode_texts(model, texts)
     result = tune_vectors(np.asarray(data.vectors, dtype=np.float32), queries, k=k, target=target, log=log)
     record = result.record()

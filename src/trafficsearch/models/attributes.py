@@ -12,7 +12,6 @@ are not L2-normalised (they are not cosines); a text that states nothing scores 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +27,8 @@ from trafficsearch.data.transforms import Preprocess, build_transform
 from trafficsearch.data.vocab import BRANDS, COLORS, N_ATTRIBUTES, VEHICLE_TYPES
 from trafficsearch.errors import ConfigError
 from trafficsearch.ioutil import atomic_open, atomic_write_json
+from trafficsearch.models.checkpoint import state_digest
+from trafficsearch.models.family import register_family
 
 FAMILY = "attributes"
 WEIGHTS_FILE = "weights.safetensors"
@@ -140,17 +141,13 @@ class AttributeModel:
         return torch.stack([query_vector(t) for t in texts])
 
     def manifest(self) -> dict[str, Any]:
-        digest = hashlib.sha256()
-        for key, value in sorted(self.net.state_dict().items()):
-            digest.update(key.encode())
-            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
         return {
             "family": FAMILY,
             "name": self.name,
             "embed_dim": EMBED_DIM,
             "image_size": self.image_size,
             "preprocess": self.preprocess.to_dict(),
-            "weights_sha256": "state:" + digest.hexdigest()[:32],
+            "weights_sha256": "state:" + state_digest(self.net)[:32],
         }
 
     def model_json(self) -> dict[str, Any]:
@@ -207,3 +204,6 @@ def load_attribute_model(path: str | Path, device: str | torch.device = "cpu") -
     model.config = dict(net_cfg)
     model.checkpoint_path = directory
     return model
+
+
+register_family(FAMILY, load_attribute_model)

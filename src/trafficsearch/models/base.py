@@ -1,15 +1,16 @@
-"""The one interface indexing, search and the service code against, whatever model family is behind it."""
+"""The interfaces indexing, search and the service code against, whatever model family is behind them.
+
+Only interfaces live here: the families (models/clip.py, blip.py, attributes.py) implement them and register
+their loaders with models/family.py; models/factory.py `load_model` is the one way to get a model.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from PIL import Image
-
-from trafficsearch.errors import ConfigError
 
 
 class RetrievalModel:
@@ -36,44 +37,23 @@ class RetrievalModel:
         raise NotImplementedError
 
 
-OPEN_CLIP_PREFIX = "open_clip:"
+@runtime_checkable
+class ItmScorer(Protocol):
+    """The re-ranking capability: an image-text matching head (BlipRetrieval has one). Re-rankers are chosen
+    by this capability, never by a member's name."""
+
+    def image_transform(self) -> Callable[[Any], torch.Tensor]: ...
+
+    def itm_scores(
+        self,
+        texts: Sequence[str],
+        pixels: torch.Tensor,
+        *,
+        batch_size: int = 128,
+        probabilities: bool = False,
+    ) -> torch.Tensor: ...
 
 
-def load_model(spec: str | Path, device: str | torch.device = "cpu") -> RetrievalModel:
-    """Load a model from a training checkpoint dir or "open_clip:<name>[:<pretrained tag or path>]".
-
-    Without a tag or path an open_clip model is randomly initialised (its HF text trunk, if any, still loads
-    its own pretrained weights, e.g. the packaged MiniLM).
-    """
-    from trafficsearch.models.clip import OpenClipModel, create_clip
-
-    text = str(spec)
-    if text.startswith(OPEN_CLIP_PREFIX):
-        rest = text[len(OPEN_CLIP_PREFIX) :]
-        name, _, pretrained = rest.partition(":")
-        if not name:
-            raise ConfigError(f"model spec {text!r} names no model: use open_clip:<name>[:<tag or path>]")
-        return create_clip(name, pretrained or None, device=device)
-    path = Path(text)
-    if path.is_dir():
-        if _family(path) == "blip":
-            from trafficsearch.models.blip import load_blip
-
-            return load_blip(path, device=device)
-        return OpenClipModel.from_checkpoint(path, device=device)
-    raise ConfigError(
-        "model spec is neither a checkpoint directory (with model.json) "
-        "nor 'open_clip:<name>[:<tag or path>]'",
-        path=text,
-    )
-
-
-def _family(directory: Path) -> str | None:
-    """model.json's "family" ("blip" for BLIP checkpoints; CLIP ones predate the key), None if unreadable."""
-    import json
-
-    try:
-        info = json.loads((directory / "model.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return info.get("family") if isinstance(info, dict) else None
+def can_rerank(model: Any) -> bool:
+    """True when `model` has an ITM head (see ItmScorer)."""
+    return isinstance(model, ItmScorer)

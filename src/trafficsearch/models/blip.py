@@ -11,7 +11,6 @@ clamped to [0.001, 0.5] by `clamp_temperature`, as BLIP does.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -25,7 +24,7 @@ from torch import nn
 
 from trafficsearch.data.transforms import OPENAI_MEAN, OPENAI_STD, Preprocess, build_transform
 from trafficsearch.errors import ConfigError
-from trafficsearch.ioutil import atomic_open, atomic_write_json, atomic_write_text
+from trafficsearch.ioutil import atomic_open, atomic_write_json, atomic_write_text, file_sha256
 from trafficsearch.models.base import RetrievalModel
 from trafficsearch.models.bert_tokenizer import (
     MAX_LENGTH,
@@ -34,6 +33,9 @@ from trafficsearch.models.bert_tokenizer import (
     TokenBatch,
     resolve_source,
 )
+from trafficsearch.models.checkpoint import state_digest
+from trafficsearch.models.family import Device, register_family
+from trafficsearch.models.missing import DOCTOR_HINT
 
 CONFIG_DIR = Path(__file__).parent / "blip_configs"
 BLIP_LARGE_ID = "Salesforce/blip-itm-large-coco"
@@ -287,9 +289,9 @@ class BlipRetrieval(nn.Module, RetrievalModel):
         }
         if self.checkpoint_path is not None and (self.checkpoint_path / WEIGHTS_FILE).is_file():
             info["checkpoint"] = str(self.checkpoint_path)
-            info["weights_sha256"] = _sha256(self.checkpoint_path / WEIGHTS_FILE)
+            info["weights_sha256"] = file_sha256(self.checkpoint_path / WEIGHTS_FILE)
         else:  # in-memory weights (fresh or training): a digest of the tensors still identifies them
-            info["weights_sha256"] = "state:" + _state_digest(self)
+            info["weights_sha256"] = "state:" + state_digest(self)
         return info
 
     # -- checkpoint directory -----------------------------------------------------------------------------
@@ -360,22 +362,6 @@ def _config_dict(cfg: Any) -> dict[str, Any]:
     keep = ("vision_config", "text_config", "image_text_hidden_size", "projection_dim", "initializer_range")
     full = cfg.to_dict()
     return {k: full[k] for k in keep if k in full}
-
-
-def _state_digest(module: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for key, tensor in sorted(module.state_dict().items()):
-        digest.update(key.encode("utf-8"))
-        digest.update(tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # -- creation -------------------------------------------------------------------------------------------
@@ -527,9 +513,10 @@ def _from_pretrained(hf_id: str, *, cache_dir: str | Path | None, local_files_on
             f"cache {cache_dir}" if cache_dir is not None else "Hugging Face cache (HF_HOME / HF_HUB_CACHE)"
         )
         raise ConfigError(
-            f"BLIP weights {hf_id!r} are not available offline: not a local folder and not in the {where}. "
-            f"Fetch them where there is internet (`hf download {hf_id}`) and copy the cache or folder here, "
-            f"or use a packaged config ({', '.join(list_blip_configs())})",
+            f"BLIP weights {hf_id!r} (config.json + model.safetensors) are not available offline: not a "
+            f"local folder and not in the {where}. Fetch them where there is internet (`hf download {hf_id} "
+            f"config.json model.safetensors`) and copy the cache or folder here, or use a packaged config "
+            f"({', '.join(list_blip_configs())}); {DOCTOR_HINT}",
             field="model.name",
         ) from exc
 
@@ -570,6 +557,14 @@ def load_blip(path: str | Path, device: str | torch.device = "cpu") -> BlipRetri
         )
     model.checkpoint_path = directory
     return model.to(device)
+
+
+def _create_from_spec(rest: str, device: Device = "cpu") -> BlipRetrieval:
+    """`blip:<checkpoint dir | packaged config | HF id>` (rest = after the prefix)."""
+    return create_blip(rest, device=device)
+
+
+register_family(FAMILY, load_blip, _create_from_spec)
 
 
 # -- partial fine-tuning --------------------------------------------------------------------------------

@@ -1,28 +1,53 @@
-"""Checkpoint directories: weights.safetensors + model.json (architecture, preprocessing) + config.yaml.
+"""Checkpoint directories, whatever the family: model.json read/write, weight digests, atomic swap.
 
-A directory is self-contained: loading needs nothing but it (and the installed MiniLM package when the text
-tower is MiniLM). Saving writes into a fresh sibling folder and swaps it in, so a crash mid-save leaves the
-previous checkpoint intact.
+A directory holds weights.safetensors + model.json (its `family` names the loader, models/family.py) and
+optionally config.yaml. Saving writes into a fresh sibling folder and swaps it in, so a crash mid-save leaves
+the previous checkpoint intact. The families' own save/load (which tensors, which architecture keys) live
+beside each family (models/clip.py, blip.py, attributes.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from torch import nn
 
-from trafficsearch.data.transforms import Preprocess
 from trafficsearch.errors import ConfigError
-from trafficsearch.ioutil import atomic_write_json, atomic_write_text
-from trafficsearch.models.clip import OpenClipModel, build_from_config, sha256_file
+from trafficsearch.ioutil import file_sha256
 
 WEIGHTS = "weights.safetensors"
 MODEL_JSON = "model.json"
 CONFIG_YAML = "config.yaml"
+DEFAULT_FAMILY = "open_clip"  # CLIP checkpoints predate the "family" key
+
+__all__ = [
+    "CONFIG_YAML",
+    "DEFAULT_FAMILY",
+    "MODEL_JSON",
+    "WEIGHTS",
+    "existing_dir",
+    "family_of",
+    "file_sha256",
+    "read_model_json",
+    "state_digest",
+    "swap_in",
+    "write_dir",
+]
+
+
+def state_digest(module: nn.Module) -> str:
+    """sha256 over parameter names and bytes: identifies in-memory weights that have no file."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def swap_in(tmp: Path, target: Path) -> None:
@@ -37,6 +62,19 @@ def swap_in(tmp: Path, target: Path) -> None:
         shutil.rmtree(old)
 
 
+def write_dir(target: str | Path, write: Callable[[Path], None]) -> Path:
+    """`write(tmp)` fills a fresh sibling folder, which then replaces `target` (swap_in)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    write(tmp)
+    swap_in(tmp, target)
+    return target
+
+
 def existing_dir(target: Path) -> Path | None:
     """The checkpoint dir to read: `target`, or its `.old` copy when a crash hit between the two renames."""
     if (target / MODEL_JSON).is_file():
@@ -45,33 +83,8 @@ def existing_dir(target: Path) -> Path | None:
     return old if (old / MODEL_JSON).is_file() else None
 
 
-def save_checkpoint(
-    path: str | Path,
-    model: OpenClipModel,
-    config_yaml: str | None = None,
-    extra_files: dict[str, Any] | None = None,
-) -> Path:
-    """Write a checkpoint dir; `extra_files` maps file names to objects for torch.save (train state)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    state = {k: v.detach().cpu().contiguous() for k, v in model.model.state_dict().items()}
-    save_file(state, str(tmp / WEIGHTS))
-    info = model.model_json()
-    info["weights_sha256"] = sha256_file(tmp / WEIGHTS)
-    atomic_write_json(tmp / MODEL_JSON, info)
-    if config_yaml is not None:
-        atomic_write_text(tmp / CONFIG_YAML, config_yaml)
-    for name, obj in (extra_files or {}).items():
-        torch.save(obj, tmp / name)
-    swap_in(tmp, target)
-    return target
-
-
-def read_model_json(path: str | Path) -> dict[str, Any]:
+def read_model_json(path: str | Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """model.json of a checkpoint dir as a dict; ConfigError names the file (and a missing `required` key)."""
     path = Path(path)
     file = path / MODEL_JSON
     if not file.is_file():
@@ -79,39 +92,18 @@ def read_model_json(path: str | Path) -> dict[str, Any]:
     try:
         info = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"invalid JSON: {exc}", path=file, line=exc.lineno) from None
-    for key in ("name", "model_cfg", "preprocess"):
+        raise ConfigError(f"invalid JSON: {exc.msg}", path=file, line=exc.lineno) from None
+    if not isinstance(info, dict):
+        raise ConfigError("expected a JSON object", path=file)
+    for key in required:
         if key not in info:
             raise ConfigError("missing key", path=file, field=key)
     return info
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> OpenClipModel:
-    """Rebuild the model from model.json and load weights.safetensors (strict: every tensor must match)."""
-    path = Path(path)
-    info = read_model_json(path)
-    weights = path / WEIGHTS
-    if not weights.is_file():
-        raise ConfigError("checkpoint has no weights.safetensors", path=path)
-    preprocess = Preprocess.from_dict(info["preprocess"])
-    wrapped = build_from_config(
-        info["name"], info["model_cfg"], load_text_pretrained=False, transform=preprocess.kind, device="cpu"
-    )
-    state = load_file(str(weights))
-    try:
-        wrapped.model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ConfigError(
-            f"weights do not match model.json: {str(exc).splitlines()[0]}", path=weights
-        ) from None
-    wrapped.model.eval()
-    wrapped.preprocess = preprocess
-    wrapped.image_size = preprocess.image_size
-    wrapped.source = {
-        "pretrained": None,
-        "checkpoint": str(path.resolve()),
-        "weights_sha256": sha256_file(weights),
-    }
-    wrapped.model.to(torch.device(device))
-    wrapped.device = torch.device(device)
-    return wrapped
+def family_of(path: str | Path) -> str:
+    """The family a checkpoint dir's model.json names (open_clip when it names none)."""
+    family = read_model_json(path).get("family", DEFAULT_FAMILY)
+    if not isinstance(family, str):
+        raise ConfigError("expected a string", path=Path(path) / MODEL_JSON, field="family")
+    return family

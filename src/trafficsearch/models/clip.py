@@ -22,41 +22,43 @@ from torch import nn
 
 from trafficsearch.data.transforms import Preprocess, build_transform
 from trafficsearch.errors import ConfigError
+from trafficsearch.ioutil import atomic_write_json, atomic_write_text, file_sha256
 from trafficsearch.models import registry
 from trafficsearch.models.base import RetrievalModel
+from trafficsearch.models.checkpoint import CONFIG_YAML, WEIGHTS, read_model_json, state_digest, write_dir
+from trafficsearch.models.family import Device, register_family
+from trafficsearch.models.missing import missing_error
 
 log = logging.getLogger(__name__)
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+# open_clip's eval resize modes and the project's geometry that does the same
+_KIND_OF_RESIZE_MODE = {"shortest": "openclip", "longest": "pad", "squash": "stretch"}
 
 
-def state_digest(module: nn.Module) -> str:
-    """sha256 over parameter names and bytes: identifies in-memory weights that have no file."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+def _preprocess_of(model: nn.Module, kind: str | None) -> Preprocess:
+    """Eval preprocessing from open_clip's `model.visual.preprocess_cfg` (its PreprocessCfg fields).
 
+    kind=None keeps the model's own geometry (a pretrained tag's resize_mode and fill_color); a kind that a
+    config asks for (e.g. the seed's "pad") replaces only the geometry, keeping mean/std/interpolation.
+    """
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 
-def _preprocess_of(model: nn.Module, kind: str) -> Preprocess:
-    cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
-    size = cfg.get("size", model.visual.image_size)
+    cfg = PreprocessCfg(**merge_preprocess_dict(PreprocessCfg(), getattr(model.visual, "preprocess_cfg", {})))
+    size = cfg.size if cfg.size else model.visual.image_size
     if isinstance(size, list | tuple):
         size = size[0]
-    interpolation = cfg.get("interpolation", "bicubic")
+    own = _KIND_OF_RESIZE_MODE.get(cfg.resize_mode, "openclip")
+    fill = int(cfg.fill_color or 0) if kind is None and own == "pad" else 0
+    mean = tuple(float(x) for x in (cfg.mean if isinstance(cfg.mean, list | tuple) else (cfg.mean,) * 3))
+    std = tuple(float(x) for x in (cfg.std if isinstance(cfg.std, list | tuple) else (cfg.std,) * 3))
     return Preprocess(
-        kind=kind,
+        kind=own if kind is None else kind,
         image_size=int(size),
-        mean=tuple(cfg.get("mean", Preprocess().mean)),
-        std=tuple(cfg.get("std", Preprocess().std)),
-        interpolation=interpolation if interpolation in ("bicubic", "bilinear") else "bicubic",
+        mean=mean,
+        std=std,
+        interpolation=cfg.interpolation if cfg.interpolation in ("bicubic", "bilinear") else "bicubic",
+        fill=fill,
     )
 
 
@@ -246,8 +248,6 @@ class OpenClipModel(RetrievalModel):
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> OpenClipModel:
-        from trafficsearch.models.checkpoint import load_checkpoint
-
         return load_checkpoint(path, device=device)
 
 
@@ -267,8 +267,25 @@ def _tokenizer_for(name: str, model_cfg: dict[str, Any]) -> Callable[..., torch.
     if hf_tok:
         from open_clip.tokenizer import HFTokenizer
 
-        return HFTokenizer(hf_tok, context_length=text.get("context_length", 77))
+        try:
+            return HFTokenizer(hf_tok, context_length=text.get("context_length", 77))
+        except OSError as exc:  # not in the local Hugging Face cache (offline), or a folder without it
+            raise missing_error(f"the {hf_tok} tokenizer (tokenizer.json + config.json)", exc) from exc
     return open_clip.get_tokenizer(name)
+
+
+def _text_files_missing(cfg: dict[str, Any], exc: OSError) -> ConfigError:
+    """An OSError while open_clip builds an HF text tower: its config/weights are not on disk."""
+    hf_name = cfg.get("text_cfg", {}).get("hf_model_name") or "the text tower"
+    return missing_error(f"the Hugging Face files of {hf_name} (config.json, weights)", exc)
+
+
+def _tag_missing(name: str, tag: str, exc: Exception) -> ConfigError:
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    where = f"hub: {cfg['hf_hub']}" if cfg.get("hf_hub") else cfg.get("url") or cfg.get("file", "?")
+    return missing_error(f"{name} weights for tag {tag!r} ({where})", exc, field="model.pretrained")
 
 
 def build_from_config(
@@ -292,7 +309,7 @@ def build_from_config(
     source: dict[str, Any] = {"pretrained": pretrained, "checkpoint": None, "weights_sha256": None}
     if pretrained and os.path.isfile(pretrained):
         source["checkpoint"] = str(Path(pretrained).resolve())
-        source["weights_sha256"] = sha256_file(pretrained)
+        source["weights_sha256"] = file_sha256(pretrained)
     _quiet_transformers()
     try:
         # open_clip warns "initialized randomly" on the root logger whenever pretrained is None, also when
@@ -306,6 +323,8 @@ def build_from_config(
             )
         finally:
             root_logger.setLevel(level)
+    except OSError as exc:
+        raise _text_files_missing(cfg, exc) from exc
     except RuntimeError as exc:
         raise ConfigError(
             f"cannot create open_clip model {name!r} with pretrained={pretrained!r}: {exc}"
@@ -326,10 +345,14 @@ def create_clip(
     name: str,
     pretrained: str | None = None,
     *,
-    transform: str = "pad",
+    transform: str | None = None,
     device: str | torch.device = "cpu",
 ) -> OpenClipModel:
-    """Create any open_clip model by name: pretrained = tag (may download), local weights file, or None."""
+    """Create any open_clip model by name: pretrained = tag (may download), local weights file, or None.
+
+    transform=None: a tag keeps open_clip's own preprocessing for it (resize_mode, fill_color, mean/std,
+    interpolation); a weights file or random init gets the project's pad-to-square. A transform given
+    (a training config's data.transform) replaces the geometry only."""
     cfg = registry.get_model_config(name)
     if pretrained and not os.path.isfile(pretrained):
         import open_clip
@@ -342,10 +365,19 @@ def create_clip(
                 field="model.pretrained",
             )
         # A tag: let open_clip resolve its weights and preprocessing under the real model name.
+        root_logger = logging.getLogger()
+        level = root_logger.level
+        root_logger.setLevel(logging.CRITICAL)  # open_clip logs a failed download before raising it
         try:
             model = open_clip.create_model(name, pretrained=pretrained, device="cpu")
+        except OSError as exc:
+            raise _text_files_missing(cfg, exc) from exc
         except RuntimeError as exc:
+            if "Failed to download" in str(exc):  # offline and not in the cache
+                raise _tag_missing(name, pretrained, exc) from exc
             raise ConfigError(f"cannot load {name} weights {pretrained!r}: {exc}") from exc
+        finally:
+            root_logger.setLevel(level)
         model.eval()
         return OpenClipModel(
             model,
@@ -356,4 +388,78 @@ def create_clip(
             source={"pretrained": pretrained, "checkpoint": None, "weights_sha256": None},
             device=device,
         )
-    return build_from_config(name, cfg, pretrained=pretrained, transform=transform, device=device)
+    return build_from_config(name, cfg, pretrained=pretrained, transform=transform or "pad", device=device)
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+def save_checkpoint(
+    path: str | Path,
+    model: OpenClipModel,
+    config_yaml: str | None = None,
+    extra_files: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint dir; `extra_files` maps file names to objects for torch.save (train state)."""
+    from safetensors.torch import save_file
+
+    def write(tmp: Path) -> None:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.model.state_dict().items()}
+        save_file(state, str(tmp / WEIGHTS))
+        info = model.model_json()
+        info["weights_sha256"] = file_sha256(tmp / WEIGHTS)
+        atomic_write_json(tmp / "model.json", info)
+        if config_yaml is not None:
+            atomic_write_text(tmp / CONFIG_YAML, config_yaml)
+        for name, obj in (extra_files or {}).items():
+            torch.save(obj, tmp / name)
+
+    return write_dir(path, write)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> OpenClipModel:
+    """Rebuild the model from model.json and load weights.safetensors (strict: every tensor must match)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    info = read_model_json(path, required=("name", "model_cfg", "preprocess"))
+    weights = path / WEIGHTS
+    if not weights.is_file():
+        raise ConfigError("checkpoint has no weights.safetensors", path=path)
+    preprocess = Preprocess.from_dict(info["preprocess"])
+    wrapped = build_from_config(
+        info["name"], info["model_cfg"], load_text_pretrained=False, transform=preprocess.kind, device="cpu"
+    )
+    state = load_file(str(weights))
+    try:
+        wrapped.model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"weights do not match model.json: {str(exc).splitlines()[0]}", path=weights
+        ) from None
+    wrapped.model.eval()
+    wrapped.preprocess = preprocess
+    wrapped.image_size = preprocess.image_size
+    wrapped.source = {
+        "pretrained": None,
+        "checkpoint": str(path.resolve()),
+        "weights_sha256": file_sha256(weights),
+    }
+    wrapped.model.to(torch.device(device))
+    wrapped.device = torch.device(device)
+    return wrapped
+
+
+def create_from_spec(rest: str, device: Device = "cpu") -> OpenClipModel:
+    """`open_clip:NAME[:TAG or weights file]` or clip-retrieval's `open_clip:NAME/TAG` (rest: after the
+    prefix). Without a tag the model is randomly initialised (an HF text trunk still loads its weights)."""
+    if ":" in rest:
+        name, _, pretrained = rest.partition(":")
+    else:
+        name, _, pretrained = rest.partition("/")
+    if not name:
+        raise ConfigError(
+            f"model spec 'open_clip:{rest}' names no model: use open_clip:<name>[:<tag or path>]"
+        )
+    return create_clip(name, pretrained or None, device=device)
+
+
+register_family("open_clip", load_checkpoint, create_from_spec)

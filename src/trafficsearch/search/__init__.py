@@ -1,4 +1,4 @@
-"""search: the engine (text -> ranked images) and its candidate stages (fusion and re-ranking hooks)."""
+"""search: the engine (text -> ranked images), its first stages (one index, fused) and candidate stages."""
 
 from trafficsearch.search.engine import Hit, SearchEngine
 from trafficsearch.search.stages import Candidates, Stage

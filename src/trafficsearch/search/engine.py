@@ -1,35 +1,32 @@
 """The search engine: the one code path from text to ranked images, shared by CLI, evaluation and service.
 
-text -> (cached) text embedding -> FAISS top-`depth` (filtered by an id selector, so a kind/metadata filter
-never loses hits to over-fetching) -> candidate stages (fusion / ITM re-ranking hooks) -> top-k Hits.
+text -> first stage top-`depth` over the allowed rows (one index's vector store, search/first_stage.py: the
+FAISS directory or the store the manifest names, e.g. Milvus; or an ensemble's fusion,
+search/ensemble/fused.py) -> candidate stages (ITM re-ranking) -> top-k Hits.
 
-An ensemble index dir (search/ensemble.py) opens through the same `SearchEngine.open`: its `first_stage`
-(fused rows of several models) replaces the FAISS search, everything after it is shared. Kind routing
-(search/routing.py, `route=off|hard|soft`) decides which rows the first stage may return.
+Kind routing (search/routing.py, `route=off|hard|soft`) decides which rows the first stage may return; the
+query kind is parsed once per search and passed to routing and to the first stage (per-kind weights).
+`open_engine` (search/opener.py) opens a plain index or an ensemble dir.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 
 from trafficsearch.errors import TrafficSearchError
-from trafficsearch.index.files import model_fingerprint
-from trafficsearch.index.store import IndexData, open_index
+from trafficsearch.index.store import IndexData
 from trafficsearch.index.stores.base import VectorStore
-from trafficsearch.index.stores.factory import open_store
-from trafficsearch.index.stores.faiss_dir import FaissDirStore
 from trafficsearch.search import routing
 from trafficsearch.search.cache import TextCache, encode_queries
+from trafficsearch.search.first_stage import StoreFirstStage
 from trafficsearch.search.stages import Candidates, FirstStage, Stage
-
-_QUERY_CHUNK = 1024
 
 
 @dataclass
@@ -42,11 +39,12 @@ class Hit:
 
 
 class SearchEngine:
-    """Search one index with its model. `stages` always run; `rerank_stages` only when rerank=True.
+    """Search one gallery: a first stage, then `stages` (always) and `rerank_stages` (when rerank=True).
 
-    `first_stage` (an ensemble's fusion) replaces the FAISS search; `route` is the default kind routing.
-    `store` answers the (filtered) top-k: the index directory's FAISS index by default, or the vector store
-    the manifest names (e.g. a Milvus collection, filters pushed down).
+    The first stage is a search of one index's vector store (`StoreFirstStage`, the default, over `cache`'s
+    query vectors of `model`; `store`: the FAISS directory unless given, e.g. the Milvus collection the
+    manifest names) or an ensemble's fusion (search/ensemble/fused.py); `route` is the default kind
+    routing. Open engines with search/opener.py `open_engine`; caches and stages come in here, never later.
     """
 
     def __init__(
@@ -59,110 +57,94 @@ class SearchEngine:
         first_stage: FirstStage | None = None,
         route: str = "off",
         soft_penalty: float = routing.DEFAULT_SOFT_PENALTY,
+        cache: TextCache | None = None,
         store: VectorStore | None = None,
     ) -> None:
         self.data = data
-        self.store: VectorStore = store if store is not None else FaissDirStore(data.dir, data)
         self.model = model
         self.stages: list[Stage] = list(stages)
         self.rerank_stages: list[Stage] = list(rerank_stages)
-        self.first_stage = first_stage
+        if first_stage is None:
+            cache = cache if cache is not None else TextCache(self._encode_texts, capacity=cache_size)
+            first_stage = StoreFirstStage(data, cache, store)
+        self.first_stage: FirstStage = first_stage
         self.route = routing.check_route(route)
         self.soft_penalty = float(soft_penalty)
-        self.cache = TextCache(self._encode_texts, capacity=cache_size)
-        self._selectors: dict[str, tuple[faiss.IDSelector | None, np.ndarray, int]] = {}
+        # filter (JSON) -> allowed rows (None: every row); the same array comes back per filter
+        self._filters: dict[str, np.ndarray | None] = {}
 
-    @classmethod
-    def open(cls, index_dir: str | Path, model: Any | None = None, device: str = "cpu") -> SearchEngine:
-        """Open an index with its model: the manifest's spec by default, or a model / spec that must match.
+    @property
+    def store(self) -> VectorStore | None:
+        """The vector store the first stage searches (None for a fused first stage: members hold theirs)."""
+        return getattr(self.first_stage, "store", None)
 
-        An ensemble index dir (with ensemble.yaml) loads its members' models itself; `model` must be None.
-        """
-        from trafficsearch.search.ensemble import is_ensemble_dir, open_ensemble_engine
+    @property
+    def cache(self) -> TextCache | None:
+        """The first stage's query-vector cache (None for a fused first stage: its members hold theirs)."""
+        return getattr(self.first_stage, "cache", None)
 
-        if is_ensemble_dir(index_dir):
-            if model is not None:
-                raise TrafficSearchError(
-                    "an ensemble index loads its members' models from ensemble.yaml; do not pass a model",
-                    path=index_dir,
-                    field="model",
-                )
-            return open_ensemble_engine(index_dir, device=device, engine_cls=cls)
-        data = open_index(index_dir)
-        manifest = data.manifest
-        if model is None or isinstance(model, str | Path):
-            from trafficsearch.index.build import load_model_spec
+    def caches(self) -> list[Any]:
+        """Every cache a search reads (query vectors, re-ranking inputs): what a cold probe empties."""
+        found = [self.cache] if self.cache is not None else []
+        found += [m.cache for m in getattr(self.first_stage, "members", []) if getattr(m, "cache", None)]
+        for stage in self.stages + self.rerank_stages:
+            pixels = getattr(stage, "pixels", None)
+            if pixels is not None:
+                found.append(pixels)
+        return found
 
-            model = load_model_spec(manifest["model_spec"] if model is None else model, device=device)
-        if model_fingerprint(dict(model.manifest())) != manifest["model_fingerprint"]:
-            raise TrafficSearchError(
-                f"model {model.name!r} is not the model this index was built with "
-                f"({manifest['model_name']!r}, "
-                f"fingerprint {manifest['model_fingerprint']}); rebuild the index or pass the same model",
-                path=Path(index_dir) / "manifest.json",
-                field="model_fingerprint",
-            )
-        if int(model.embed_dim) != data.dim:
-            raise TrafficSearchError(f"model dim {model.embed_dim} != index dim {data.dim}", path=index_dir)
-        store = open_store(index_dir, manifest) if manifest.get("store") else None
-        return cls(data, model, store=store)
+    def with_first_stage(self, first_stage: FirstStage) -> SearchEngine:
+        """A copy searching through `first_stage` (weight fitting); it shares this engine's filters."""
+        other = copy.copy(self)
+        other.first_stage = first_stage
+        return other
 
     def _encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         return encode_queries(self.model, texts)
 
-    def _selector(
-        self, kind: str | None, where: dict[str, Any] | None
-    ) -> tuple[faiss.IDSelector | None, int]:
-        """(selector or None for 'all rows', number of allowed rows); cached per filter."""
+    @staticmethod
+    def _conditions(kind: str | None, where: dict[str, Any] | None) -> dict[str, Any]:
+        """The filter as one condition dict (Metadata.rows_where format), `kind` folded in."""
         conditions = dict(where or {})
         if kind is not None:
             conditions["kind"] = kind
+        return conditions
+
+    def _rows(self, kind: str | None, where: dict[str, Any] | None) -> tuple[np.ndarray | None, int]:
+        """(allowed rows or None for 'all rows', how many are allowed); cached per filter."""
+        conditions = self._conditions(kind, where)
         if not conditions:
             return None, self.data.count
         key = json.dumps(conditions, sort_keys=True, default=str)
-        if key not in self._selectors:
+        if key not in self._filters:
             rows = self.data.metadata.rows_where(conditions)
-            selector = None if len(rows) == self.data.count else faiss.IDSelectorBatch(rows)
-            self._selectors[key] = (selector, rows, len(rows))  # rows kept alive for the selector
-        selector, _, allowed = self._selectors[key]
-        return selector, allowed
+            self._filters[key] = None if len(rows) == self.data.count else rows
+        rows = self._filters[key]
+        return rows, self.data.count if rows is None else len(rows)
 
     def candidates(
-        self, texts: Sequence[str], depth: int, kind: str | None = None, where: dict[str, Any] | None = None
+        self,
+        texts: Sequence[str],
+        depth: int,
+        kind: str | None = None,
+        where: dict[str, Any] | None = None,
+        kinds: Sequence[str | None] | None = None,
     ) -> list[Candidates]:
-        """First-stage candidates per query text (repeated texts are searched once)."""
-        selector, allowed = self._selector(kind, where)
-        unique = list(dict.fromkeys(texts))
+        """First-stage candidates per query text (repeated texts are searched once); `kinds`: the texts'
+        parsed kinds, when the caller has them."""
+        rows, allowed = self._rows(kind, where)
         if allowed == 0 or depth <= 0:
             empty = Candidates(np.empty(0, np.int64), np.empty(0, np.float32))
             return [empty for _ in texts]
-        depth = min(depth, allowed)
-        if self.first_stage is not None:
-            rows = None if selector is None else self._allowed_rows(kind, where)
-            fused = dict(zip(unique, self.first_stage.search(unique, depth, rows), strict=True))
-            return [fused[t] for t in texts]
-        conditions = {**(where or {}), **({"kind": kind} if kind is not None else {})}
-        found: dict[str, Candidates] = {}
-        for start in range(0, len(unique), _QUERY_CHUNK):
-            chunk = unique[start : start + _QUERY_CHUNK]
-            scores, rows = self._store_search(self.cache.get(chunk), depth, conditions)
-            for text, s, r in zip(chunk, scores, rows, strict=True):
-                keep = r >= 0
-                found[text] = Candidates(r[keep].astype(np.int64), s[keep].astype(np.float32))
-        return [found[t] for t in texts]
-
-    def _store_search(
-        self, vectors: np.ndarray, depth: int, conditions: dict[str, Any]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, rows) from the vector store; stores answer in image ids, mapped to this index's rows."""
-        if isinstance(self.store, FaissDirStore):
-            return self.store.search_rows(vectors, depth, conditions or None)
-        scores, ids = self.store.search(vectors, depth, conditions or None)
-        return scores, self.data.metadata.rows_of_ids(ids)
-
-    def _allowed_rows(self, kind: str | None, where: dict[str, Any] | None) -> np.ndarray:
-        conditions = {**(where or {}), **({"kind": kind} if kind is not None else {})}
-        return self._selectors[json.dumps(conditions, sort_keys=True, default=str)][1]
+        first: dict[str, int] = {}
+        for i, t in enumerate(texts):
+            first.setdefault(t, i)
+        unique = list(first)
+        unique_kinds = None if kinds is None else [kinds[first[t]] for t in unique]
+        conditions = self._conditions(kind, where) if rows is not None else None
+        found = self.first_stage.search(unique, min(depth, allowed), rows, unique_kinds, where=conditions)
+        by_text = dict(zip(unique, found, strict=True))
+        return [by_text[t] for t in texts]
 
     def search(
         self,
@@ -185,11 +167,19 @@ class SearchEngine:
         stages = self.stages + (self.rerank_stages if rerank else [])
         depth = max([k, *(getattr(s, "depth", k) for s in stages)])
         route = self.route if route is None else routing.check_route(route)
+        parsed = [routing.query_kind(t) for t in texts]  # once per search, passed on
         if route == "off" or kind is not None or "kind" in (where or {}):
-            candidates = self.candidates(texts, depth, kind, where)
+            candidates = self.candidates(texts, depth, kind, where, parsed)
         else:
             candidates = routing.routed_candidates(
-                self.candidates, texts, depth, where, route, self.data.metadata.kinds, self.soft_penalty
+                self.candidates,
+                texts,
+                parsed,
+                depth,
+                where,
+                route,
+                self.data.metadata.kinds,
+                self.soft_penalty,
             )
         for stage in stages:
             candidates = stage(texts, candidates)
@@ -233,7 +223,7 @@ class SearchEngine:
             "route": self.route,
         }
         config = getattr(self.model, "config", None)
-        if self.first_stage is not None and config is not None:
+        if hasattr(self.first_stage, "members") and config is not None:  # an ensemble
             info["model"] = config.name
             info["ensemble"] = config.to_dict()
         return info

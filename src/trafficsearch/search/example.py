@@ -57,7 +57,7 @@ def spaces(engine: Any) -> tuple[list[_Space], list[float], str | None]:
     if data is None or not hasattr(data, "metadata"):
         raise TrafficSearchError("this engine cannot search by example (it has no stored image vectors)")
     first = getattr(engine, "first_stage", None)
-    if first is None:
+    if not hasattr(first, "members"):  # one index (a FAISS first stage): one space
         return [_Space("model", engine.model, data.vectors)], [1.0], None
     out = []
     for member in first.members:

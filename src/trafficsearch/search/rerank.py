@@ -17,36 +17,22 @@ block are the fused scores, so with `block` the order, not the score, is authori
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from trafficsearch.errors import ConfigError
 from trafficsearch.index.images import SkipImage, load_rgb
+from trafficsearch.models.base import ItmScorer
+from trafficsearch.models.device import inference_precision
+from trafficsearch.search.cache import LRU
 from trafficsearch.search.stages import Candidates
 
 FORMS = ("seed", "itm_prob", "weighted")
 MERGES = ("block", "resort")
-
-
-class ItmScorer(Protocol):
-    """What re-ranking needs from a model (BlipRetrieval implements it)."""
-
-    def image_transform(self) -> Callable[[Any], torch.Tensor]: ...
-
-    def itm_scores(
-        self,
-        texts: Sequence[str],
-        pixels: torch.Tensor,
-        *,
-        batch_size: int = 128,
-        probabilities: bool = False,
-    ) -> torch.Tensor: ...
 
 
 def check_form(form: str, merge: str = "block") -> None:
@@ -83,44 +69,9 @@ def merge_reranked(candidates: Candidates, new_scores: np.ndarray, merge: str = 
     )
 
 
-class PixelCache:
+class PixelCache(LRU[int, torch.Tensor]):
     """What the scorer needs per candidate image (pixels, or ViT tokens), by gallery row (LRU): repeated
     queries re-rank the same few images."""
-
-    def __init__(self, load: Callable[[int], torch.Tensor], capacity: int = 4096) -> None:
-        self._load = load
-        self._store: OrderedDict[int, torch.Tensor] = OrderedDict()
-        self.capacity = capacity
-        self.misses = 0
-
-    @contextmanager
-    def cold(self) -> Iterator[None]:
-        """Inside: empty; after: the entries from before are back (see TextCache.cold)."""
-        saved, self._store = self._store, OrderedDict()
-        try:
-            yield
-        finally:
-            self._store = saved
-
-    def __contains__(self, key: int) -> bool:
-        return key in self._store
-
-    def put(self, key: int, value: torch.Tensor) -> None:
-        self.misses += 1
-        self._store[key] = value
-        while len(self._store) > self.capacity:
-            self._store.popitem(last=False)
-
-    def get(self, key: int) -> torch.Tensor:
-        if key in self._store:
-            self._store.move_to_end(key)
-            return self._store[key]
-        self.misses += 1
-        value = self._load(key)
-        self._store[key] = value
-        while len(self._store) > self.capacity:
-            self._store.popitem(last=False)
-        return value
 
 
 class ItmRerankStage:
@@ -184,8 +135,9 @@ class ItmRerankStage:
         keys = [(t, c.rows[: self.k].tobytes()) for t, c in zip(texts, candidates, strict=True)]
         unique = list({key: i for i, key in reversed(list(enumerate(keys)))}.items())  # first position
         done: dict[tuple[str, bytes], Candidates] = {}
-        for start in range(0, len(unique), self.chunk):
-            done.update(self._rerank(unique[start : start + self.chunk], candidates))
+        with inference_precision(getattr(self.model, "device", "cpu")):  # autocast on a GPU, fp32 on CPU
+            for start in range(0, len(unique), self.chunk):
+                done.update(self._rerank(unique[start : start + self.chunk], candidates))
         return [done[key] for key in keys]
 
     def _rerank(

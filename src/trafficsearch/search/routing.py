@@ -24,7 +24,9 @@ ROUTES = ("off", "hard", "soft")
 OTHER_KIND = {"vehicle": "pedestrian", "pedestrian": "vehicle"}
 DEFAULT_SOFT_PENALTY = 0.1
 
-CandidateFn = Callable[[Sequence[str], int, str | None, dict[str, Any] | None], list[Candidates]]
+CandidateFn = Callable[
+    [Sequence[str], int, str | None, dict[str, Any] | None, Sequence[str | None] | None], list[Candidates]
+]
 
 
 def check_route(route: str, field: str = "route") -> str:
@@ -59,26 +61,29 @@ def soften(
 def routed_candidates(
     candidates: CandidateFn,
     texts: Sequence[str],
+    parsed: Sequence[str | None],
     depth: int,
     where: dict[str, Any] | None,
     route: str,
     kinds: np.ndarray,
     penalty: float = DEFAULT_SOFT_PENALTY,
 ) -> list[Candidates]:
-    """First-stage candidates per text under routing; texts are grouped by routed kind (one call each)."""
+    """First-stage candidates per text under routing; texts are grouped by their `parsed` kind (one call
+    each, the group's kinds passed on)."""
     groups: dict[str | None, list[int]] = {}
-    for i, text in enumerate(texts):
-        groups.setdefault(query_kind(text), []).append(i)
+    for i, kind in enumerate(parsed):
+        groups.setdefault(kind, []).append(i)
     out: list[Candidates | None] = [None] * len(texts)
     for kind, positions in groups.items():
         group = [texts[i] for i in positions]
+        group_kinds = [kind] * len(group)
         if kind is None:
-            found = candidates(group, depth, None, where)
+            found = candidates(group, depth, None, where, group_kinds)
         elif route == "hard":
-            found = candidates(group, depth, None, without_kind(where, kind))
+            found = candidates(group, depth, None, without_kind(where, kind), group_kinds)
         else:
-            mine = candidates(group, depth, None, without_kind(where, kind))
-            every = candidates(group, depth, None, where)
+            mine = candidates(group, depth, None, without_kind(where, kind), group_kinds)
+            every = candidates(group, depth, None, where, group_kinds)
             found = [
                 soften(e, m, kinds, OTHER_KIND[kind], penalty).top(depth)
                 for e, m in zip(every, mine, strict=True)
@@ -86,19 +91,3 @@ def routed_candidates(
         for i, c in zip(positions, found, strict=True):
             out[i] = c
     return [c for c in out if c is not None]
-
-
-def route_matrix(
-    scores: np.ndarray, texts: Sequence[str], kinds: np.ndarray, route: str, penalty: float
-) -> np.ndarray:
-    """The rule on dense rows [Q, N] (weight fitting): -inf (hard) or -penalty (soft) on the other kind."""
-    if route == "off":
-        return scores
-    out = np.array(scores, dtype=np.float32, copy=True)
-    for i, text in enumerate(texts):
-        kind = query_kind(text)
-        if kind is None:
-            continue
-        other = kinds == OTHER_KIND[kind]
-        out[i, other] = -np.inf if route == "hard" else out[i, other] - penalty
-    return out

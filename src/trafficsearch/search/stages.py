@@ -1,7 +1,7 @@
 """Candidate stages: what happens between the first-stage similarity search and the final top-k.
 
 The engine fetches `depth` candidates per query, then passes them through its stages in order. Fusion of
-several models replaces the first stage itself (`FirstStage`, search/ensemble.py); ITM re-ranking is a
+several models replaces the first stage itself (`FirstStage`, search/ensemble/fused.py); ITM re-ranking is a
 rerank stage (search/rerank.py).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -34,9 +34,18 @@ class Stage(Protocol):
 
 
 class FirstStage(Protocol):
-    """Produces each text's top-`depth` candidates over the allowed rows (None: the whole gallery)."""
+    """Produces each text's top-`depth` candidates over the allowed rows (None: the whole gallery);
+    `kinds` are the texts' parsed kinds (None: not parsed by the caller), `where` the conditions the rows
+    came from (kind included; for vector stores that filter themselves, e.g. Milvus)."""
 
-    def search(self, texts: Sequence[str], depth: int, rows: np.ndarray | None) -> list[Candidates]: ...
+    def search(
+        self,
+        texts: Sequence[str],
+        depth: int,
+        rows: np.ndarray | None,
+        kinds: Sequence[str | None] | None = None,
+        where: dict[str, Any] | None = None,
+    ) -> list[Candidates]: ...
 
 
 def sort_candidates(rows: np.ndarray, scores: np.ndarray) -> Candidates:

@@ -29,6 +29,7 @@ from PIL import Image
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from trafficsearch import __version__
 from trafficsearch.errors import ConfigError
 from trafficsearch.serve.audit import AuditLog
 from trafficsearch.serve.batcher import Engine, MicroBatcher
@@ -166,11 +167,13 @@ def create_app(
     rate_limit: tuple[float, int] | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     index_name: str = "trafficsearch",
+    rerank_default: bool = True,
 ) -> FastAPI:
     """Build the service for `engine`; `gallery_root` defaults to the engine's (see gallery_root_of).
 
     `tokens` turn bearer authentication on; `require_auth` (what a non-loopback bind sets) refuses to
     build an app without them. `allowed_hosts` defaults to the loopback names; "*" allows any Host.
+    A request without `rerank` re-ranks when `rerank_default` is on and the engine has a re-ranker.
     """
     if max_k < 1 or max_text_len < 1:
         raise ConfigError("max_k and max_text_len must be at least 1")
@@ -188,6 +191,7 @@ def create_app(
     model = info.get("model")
     model_name = model if isinstance(model, str) or model is None else json.dumps(model, sort_keys=True)
 
+    default_rerank = bool(rerank_default and getattr(engine, "rerank_stages", None))
     batcher = MicroBatcher(engine, window_ms=batch_window_ms, max_batch=max_batch)
     thumbs = ThumbnailCache(thumb_cache_bytes)
     limiter = RateLimiter(*rate_limit) if rate_limit else None
@@ -203,7 +207,7 @@ def create_app(
     app = FastAPI(
         title="trafficsearch",
         summary="Find pedestrians and vehicles in traffic-camera crops from a description or an example.",
-        version="0.1.0",
+        version=__version__,
         lifespan=lifespan,
         docs_url=None,  # served below from the bundled Swagger UI: offline-first, no CDN
         redoc_url=None,
@@ -298,6 +302,8 @@ def create_app(
         if body.image_id is not None:
             service.check_image_id(body.image_id, ["body", "image_id"])
         started = time.perf_counter()
+        if query.rerank is None:
+            query.rerank = default_rerank
         hits = await service.run(query)
         service.record(request, token_id, query, len(hits), "/search")
         prefix = request.scope.get("root_path", "").rstrip("/")
@@ -383,6 +389,7 @@ def create_app(
             "count": count,
             "model": model_name,
             "auth": service.auth,
+            "rerank_default": default_rerank,
             "batching": batcher.stats.as_dict(),
         }
 

@@ -98,7 +98,7 @@ def add_clip_routes(
     hit_dict: Callable[..., dict[str, Any]],
 ) -> None:
     info_dim = service.engine.info().get("dim")
-    single = getattr(service.engine, "first_stage", None) is None
+    single = not hasattr(getattr(service.engine, "first_stage", None), "members")  # not an ensemble
     knn_model = knn_request_model(max_k, index_name, int(info_dim) if info_dim and single else None)
     metadata_model = metadata_request_model(index_name)
 

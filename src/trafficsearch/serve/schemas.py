@@ -105,7 +105,7 @@ class SearchRequestBase(BaseModel):
     offset: JsonInt = 0
     kind: Kind | None = None
     where: Where | None = None
-    rerank: bool = False
+    rerank: bool | None = None
 
     @field_validator("text")
     @classmethod
@@ -172,7 +172,11 @@ def search_request_model(max_k: int, max_text_len: int) -> type[SearchRequestBas
         offset: json_int(0, MAX_OFFSET) = Field(0, description="Skip this many results first (paging).")
         kind: Kind | None = Field(None, description="Only pedestrians or only vehicles; null for both.")
         where: Where | None = Field(None)
-        rerank: bool = Field(False, description="Re-rank the top candidates with the ITM head (text only).")
+        rerank: bool | None = Field(
+            None,
+            description="Re-rank the top candidates with the ITM head (text only; slower); null: the "
+            "server's default (on when the index has a re-ranker, unless started with --no-rerank).",
+        )
 
     return SearchRequest
 
@@ -227,6 +231,7 @@ class Health(BaseModel):
     count: int | None
     model: str | None
     auth: bool
+    rerank_default: bool  # what a search without `rerank` does
     batching: dict[str, int]
 
 

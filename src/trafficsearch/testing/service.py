@@ -36,9 +36,9 @@ class EngineSpec:
 
     def build(self) -> Any:
         if self.index_dir:
-            from trafficsearch.search.engine import SearchEngine
+            from trafficsearch.search.opener import open_engine
 
-            return SearchEngine.open(self.index_dir, model=self.model, device=self.device)
+            return open_engine(self.index_dir, model=self.model, device=self.device)
         from trafficsearch.testing.fake_engine import FakeEngine
 
         assert self.fake_dir, "EngineSpec needs index_dir or fake_dir"

@@ -19,11 +19,12 @@ import torch.nn.functional as F
 
 from trafficsearch.data.transforms import Preprocess
 from trafficsearch.models.base import RetrievalModel
-from trafficsearch.models.checkpoint import load_checkpoint, save_checkpoint
 from trafficsearch.models.clip import (
     OpenClipModel,
     create_clip,
+    load_checkpoint,
     lock_text,
+    save_checkpoint,
     text_project,
     text_projection_params,
     text_trunk_frozen,

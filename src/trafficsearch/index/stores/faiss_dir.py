@@ -27,7 +27,8 @@ class FaissDirStore:
     def __init__(self, index_dir: str | Path, data: IndexData | None = None) -> None:
         self.index_dir = Path(index_dir)
         self._data = data
-        self._selectors: dict[str, tuple[faiss.IDSelector | None, np.ndarray]] = {}
+        self._rows: dict[str, np.ndarray | None] = {}  # filter (JSON) -> allowed rows (None: all)
+        self._selectors: dict[int, tuple[np.ndarray, faiss.IDSelector]] = {}  # id(rows) -> selector
 
     @property
     def data(self) -> IndexData:
@@ -36,44 +37,57 @@ class FaissDirStore:
         return self._data
 
     def _reopen(self) -> None:
-        self._data, self._selectors = None, {}
+        self._data, self._rows, self._selectors = None, {}, {}
 
     def count(self) -> int:
         return self.data.count
 
-    def rows_for(self, where: Where | None) -> tuple[faiss.IDSelector | None, np.ndarray | None]:
-        """(selector, allowed rows) for a filter; (None, None) when every row is allowed."""
+    def rows_for(self, where: Where | None) -> np.ndarray | None:
+        """Allowed rows of a filter (the same array per filter); None when every row is allowed."""
         if not where:
-            return None, None
+            return None
         key = json.dumps(where, sort_keys=True, default=str)
-        if key not in self._selectors:
+        if key not in self._rows:
+            if len(self._rows) >= _SELECTORS:
+                self._rows.clear()
+            rows = self.data.metadata.rows_where(where)
+            self._rows[key] = None if len(rows) == self.data.count else rows
+        return self._rows[key]
+
+    def _selector(self, rows: np.ndarray) -> faiss.IDSelector:
+        """The id selector of an allowed-rows array, kept per array (callers hand back the same one)."""
+        entry = self._selectors.get(id(rows))
+        if entry is None or entry[0] is not rows:
             if len(self._selectors) >= _SELECTORS:
                 self._selectors.clear()
-            rows = self.data.metadata.rows_where(where)
-            selector = None if len(rows) == self.data.count else faiss.IDSelectorBatch(rows)
-            self._selectors[key] = (selector, rows)
-        selector, rows = self._selectors[key]
-        return selector, (None if selector is None else rows)
+            entry = (rows, faiss.IDSelectorBatch(rows))  # rows kept alive, so the id stays theirs
+            self._selectors[id(rows)] = entry
+        return entry[1]
 
     def search_rows(
-        self, queries: np.ndarray, k: int, where: Where | None = None
+        self, queries: np.ndarray, k: int, where: Where | None = None, rows: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, rows) like `search`, in this directory's row numbers (what the engine works in)."""
+        """(scores, rows) like `search`, in this directory's row numbers (what the engine works in).
+
+        `rows`: the allowed rows when the caller has them (the engine's filter), else taken from `where`.
+        This is the one place FAISS is searched (search/first_stage.py goes through here).
+        """
         data = self.data
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        selector, allowed = self.rows_for(where)
+        allowed = rows if rows is not None else self.rows_for(where)
         if allowed is not None and not len(allowed):
             return np.full((len(queries), k), -np.inf, np.float32), np.full((len(queries), k), -1, np.int64)
+        selector = None if allowed is None else self._selector(allowed)
         params = dict(data.manifest.get("faiss", {}).get("params") or {})
         try:
-            scores, rows = faiss_util.search(data.faiss, queries, k, params, selector)
+            scores, found = faiss_util.search(data.faiss, queries, k, params, selector)
         except RuntimeError:  # fast-scan PQ takes no selector: exact over the allowed subset
             if allowed is None:
                 raise
             sub = queries @ np.asarray(data.vectors[allowed], dtype=np.float32).T
             top = np.argsort(-sub, axis=1, kind="stable")[:, : min(k, len(allowed))]
-            scores, rows = np.take_along_axis(sub, top, axis=1), allowed[top]
-        return _pad(scores, rows, k)
+            scores, found = np.take_along_axis(sub, top, axis=1), allowed[top]
+        return _pad(scores, found, k)
 
     def search(
         self, queries: np.ndarray, k: int, where: Where | None = None

@@ -19,13 +19,15 @@ const viewerImg = $("viewer-img");
 const viewerCaption = $("viewer-caption");
 const tokenInput = $("token");
 
+let serverRerank = false;   // the service's default (healthz): re-rank when the index has a re-ranker
+let rerankTouched = false;  // the analyst set the box (or a link did): the default no longer applies
 let state = blankState();   // the current search: what history entries hold
 let lastResult = null;      // the API's answer to `state`
 let inFlight = null;        // AbortController of the running request
 let viewerIndex = -1;
 
 function blankState() {
-  return { text: "", image: null, imageName: "", imageId: null, k: 10, offset: 0, kind: "", rerank: false,
+  return { text: "", image: null, imageName: "", imageId: null, k: 10, offset: 0, kind: "", rerank: serverRerank,
            camera: "", timeFrom: "", timeTo: "", boost: [] };
 }
 
@@ -33,7 +35,8 @@ function blankState() {
 tokenInput.value = sessionStorage.getItem("trafficsearch-token") || "";
 tokenInput.addEventListener("change", () => {
   sessionStorage.setItem("trafficsearch-token", tokenInput.value.trim());
-  loadStatus();
+  rerankBox.addEventListener("change", () => { rerankTouched = true; });
+loadStatus();
 });
 function authHeaders(extra = {}) {
   const token = tokenInput.value.trim();
@@ -50,6 +53,8 @@ async function loadStatus() {
     const health = await response.json();
     const count = health.count == null ? "?" : health.count.toLocaleString();
     $("status").textContent = `${count} images · ${health.model || "unknown model"}`;
+    serverRerank = Boolean(health.rerank_default);
+    if (!rerankTouched) { state.rerank = serverRerank; rerankBox.checked = serverRerank; }
   } catch (err) {
     $("status").textContent = "service unreachable";
   }
@@ -109,7 +114,7 @@ function urlOf(s) {
   params.set("k", String(s.k));
   if (s.offset) params.set("offset", String(s.offset));
   if (s.kind) params.set("kind", s.kind);
-  if (s.rerank) params.set("rerank", "1");
+  params.set("rerank", s.rerank ? "1" : "0");
   if (s.camera) params.set("camera", s.camera);
   if (s.timeFrom !== "") params.set("from", s.timeFrom);
   if (s.timeTo !== "") params.set("to", s.timeTo);
@@ -328,7 +333,7 @@ function stateFromUrl() {
   if (p.has("similar")) s.imageId = Number(p.get("similar"));
   if (p.has("k")) s.k = Number.parseInt(p.get("k"), 10) || 10;
   s.offset = Number.parseInt(p.get("offset") || "0", 10) || 0;
-  s.kind = p.get("kind") || ""; s.rerank = p.get("rerank") === "1";
+  s.kind = p.get("kind") || ""; if (p.has("rerank")) { s.rerank = p.get("rerank") === "1"; rerankTouched = true; }
   s.camera = p.get("camera") || ""; s.timeFrom = p.get("from") || ""; s.timeTo = p.get("to") || "";
   s.boost = p.getAll("boost");
   return s;
@@ -341,4 +346,5 @@ function stateFromUrl() {
   state = s;
   if (s.text || s.imageId != null) runSearch(s, false);
 })();
+rerankBox.addEventListener("change", () => { rerankTouched = true; });
 loadStatus();

@@ -21,9 +21,9 @@ from rich.table import Table
 
 from trafficsearch.data.labels import read_labels, write_labels
 from trafficsearch.data.layout import split
+from trafficsearch.experiments.systems import RULES, evenly
 from trafficsearch.ioutil import atomic_write_json
 from trafficsearch.resources import extract_val_labels
-from trafficsearch.systems import RULES, evenly
 
 FULL_SYSTEM = "full system: fusion + ITM re-rank"
 FUSION = "fusion"
@@ -109,7 +109,7 @@ def prepare_data(work: Path, plan: DemoPlan) -> Path:
 
 def train_members(work: Path, root: Path, plan: DemoPlan, timings: dict[str, float]) -> dict[str, Path]:
     """Train (or resume) every member; checkpoint dirs by member name ("clip", "blip", "attributes")."""
-    from trafficsearch.systems import train_attribute_member, train_member
+    from trafficsearch.experiments.systems import train_attribute_member, train_member
 
     clip_overrides = []
     if plan.epochs is not None:
@@ -147,7 +147,7 @@ def train_members(work: Path, root: Path, plan: DemoPlan, timings: dict[str, flo
 
 def index_split(work: Path, data: Any, checkpoints: dict[str, Path], models: Any, workers: int) -> list[Any]:
     """Index one split once per member: WORK/index-<split>/<member>."""
-    from trafficsearch.systems import MemberIndex, index_member
+    from trafficsearch.experiments.systems import MemberIndex, index_member
 
     folder = f"index-{data.name}"
     return [
@@ -158,7 +158,7 @@ def index_split(work: Path, data: Any, checkpoints: dict[str, Path], models: Any
 
 def fit_weights_on_dev(work: Path, dev: Any, members: list[Any], models: Any, plan: DemoPlan) -> Any:
     """Fusion weights (one set per query kind) fitted on the held-out synthetic dev split, never on val."""
-    from trafficsearch.systems import fit_fusion
+    from trafficsearch.experiments.systems import fit_fusion
 
     return fit_fusion(
         work / "ensemble-dev",
@@ -175,7 +175,13 @@ def score_split(
 ) -> tuple[list, dict]:
     """Rows of every system on one split, and each system's hits (the report shows the full system's)."""
     from trafficsearch.eval.metrics import random_ranking
-    from trafficsearch.systems import open_fused, open_single, score_ranking, score_system
+    from trafficsearch.experiments.systems import (
+        open_fused,
+        open_single,
+        reranker_of,
+        score_ranking,
+        score_system,
+    )
 
     latency = plan.latency_queries if data.name == "val" else 0
     rows: list[dict[str, Any]] = []
@@ -188,7 +194,7 @@ def score_split(
     if len(members) > 1:
         if fit is not None:
             members = [replace(m, weight=w) for m, w in zip(members, fit.weights, strict=True)]
-        blip = next((m.checkpoint for m in members if m.name == "blip"), None)
+        blip = reranker_of(members, models)  # chosen by capability (an ITM head), not by name
         engine = open_fused(
             work / f"ensemble-{data.name}",
             members,
@@ -309,7 +315,7 @@ def run_demo(work: str | Path, plan: DemoPlan, console: Console | None = None) -
     """Run every stage (resuming finished ones) and print the comparison table."""
     from trafficsearch.data.synth.sheet import write_contact_sheet
     from trafficsearch.eval.report import write_html_report
-    from trafficsearch.systems import ModelCache, load_split_data
+    from trafficsearch.experiments.systems import ModelCache, load_split_data
 
     console = console or Console(width=max(Console().width, 110))
     work = Path(work)

@@ -1,9 +1,9 @@
 """Train, index and score whole retrieval systems on a prepared competition-layout root.
 
 The demo and benchmarks/ablation.py share this so their rows mean the same thing: each member is trained once
-(resuming), indexed once per split, ensembles are assembled by writing an ensemble.yaml that points at those
-indexes (nothing is encoded twice), and every system is scored by `score_system`: official metrics under both
-relevance rules plus a cold single-query latency.
+(resuming), indexed once per split, ensembles are assembled from a config over those indexes (nothing is
+encoded twice; one ModelCache hands every engine its models and query-vector caches), and every system is
+scored by `score_system`: official metrics under both relevance rules plus a cold single-query latency.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +21,18 @@ import numpy as np
 from trafficsearch.data.labels import read_labels
 from trafficsearch.data.layout import split
 from trafficsearch.data.records import Record
+from trafficsearch.models.base import can_rerank
+from trafficsearch.models.factory import load_model
+from trafficsearch.search.cache import TextCache, encode_queries
+from trafficsearch.search.ensemble import (
+    ENSEMBLE_FILE,
+    EnsembleConfig,
+    MemberConfig,
+    RerankConfig,
+    fit_weights,
+    save_ensemble,
+)
+from trafficsearch.search.opener import open_engine
 
 RULES = ("equal", "contain")
 T = TypeVar("T")
@@ -113,18 +126,13 @@ class ModelCache:
         self.text_caches: dict[str, Any] = {}
 
     def get(self, checkpoint: str | Path) -> Any:
-        from trafficsearch.search.ensemble import load_member_model
-
         key = str(Path(checkpoint).resolve())
         if key not in self.models:
-            self.models[key] = load_member_model(key, device=self.device)
+            self.models[key] = load_model(key, device=self.device)
         return self.models[key]
 
-    def text_cache(self, checkpoint: str | Path) -> Any:
-        from functools import partial
-
-        from trafficsearch.search.cache import TextCache, encode_queries
-
+    def text_cache(self, checkpoint: str | Path) -> TextCache:
+        """The query-vector cache of a checkpoint's model (what `open_engine(caches=...)` hands out)."""
         key = str(Path(checkpoint).resolve())
         if key not in self.text_caches:
             self.text_caches[key] = TextCache(partial(encode_queries, self.get(checkpoint)))
@@ -168,11 +176,7 @@ class MemberIndex:
 
 
 def open_single(member: MemberIndex, models: ModelCache) -> Any:
-    from trafficsearch.search.engine import SearchEngine
-
-    engine = SearchEngine.open(member.index, model=models.get(member.checkpoint))
-    engine.cache = models.text_cache(member.checkpoint)
-    return engine
+    return open_engine(member.index, model=models.get(member.checkpoint), caches=models.text_cache)
 
 
 def open_fused(
@@ -187,20 +191,12 @@ def open_fused(
     rerank_form: str = "seed",
     kind_weights: dict[str, Sequence[float]] | None = None,
 ) -> Any:
-    """An ensemble engine over existing member indexes: OUT/ensemble.yaml points at them, then it is opened.
+    """An ensemble engine over existing member indexes, opened from its config in memory; OUT/ensemble.yaml
+    records it (paths relative to OUT), so `trafficsearch search OUT ...` opens the same system.
 
-    `rerank` is a BLIP checkpoint whose ITM head re-scores the fused top `rerank_k` (when searched with
+    `rerank` is a checkpoint whose ITM head re-scores the fused top `rerank_k` (when searched with
     rerank=True).
     """
-    from trafficsearch.search.ensemble import (
-        ENSEMBLE_FILE,
-        EnsembleConfig,
-        MemberConfig,
-        RerankConfig,
-        open_ensemble_engine,
-        save_ensemble,
-    )
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = EnsembleConfig(
@@ -228,10 +224,7 @@ def open_fused(
     loaded = {str(Path(m.checkpoint).resolve()): models.get(m.checkpoint) for m in members}
     if rerank is not None:
         loaded[str(Path(rerank).resolve())] = models.get(rerank)
-    engine = open_ensemble_engine(out, models=loaded)
-    for member, spec in zip(engine.model.members, members, strict=True):
-        member.cache = models.text_cache(spec.checkpoint)
-    return engine
+    return open_engine(config, models=loaded, caches=models.text_cache, base_dir=out)
 
 
 def fit_fusion(
@@ -246,8 +239,6 @@ def fit_fusion(
     min_gain: float = 0.0,
 ) -> Any:
     """Fusion weights fitted on a held-out split (`members` indexed over `dev`): an ensemble FitResult."""
-    from trafficsearch.search.ensemble import fit_weights
-
     engine = open_fused(out, members, models, normalization=normalization)
     return fit_weights(engine, dev.records, grid=grid, rounds=2, by_kind=by_kind, min_gain=min_gain)
 
@@ -258,13 +249,8 @@ def cold_caches(engine: Any) -> Iterator[None]:
     pays its full cost; after: what was cached before is back. The query-vector caches are shared by every
     system of a model (ModelCache): emptying them for good made the next system re-encode every text."""
     with ExitStack() as stack:
-        stack.enter_context(engine.cache.cold())
-        for member in getattr(engine.model, "members", []):
-            stack.enter_context(member.cache.cold())
-        for stage in engine.rerank_stages:
-            pixels = getattr(stage, "pixels", None)
-            if pixels is not None:
-                stack.enter_context(pixels.cold())
+        for cache in engine.caches():
+            stack.enter_context(cache.cold())
         yield
 
 
@@ -322,3 +308,8 @@ def score_system(
     extra["search_s"] = round(time.perf_counter() - start, 2)
     ranked = [[h.name for h in row] for row in hits]
     return score_ranking(system, data, ranked, extra), hits
+
+
+def reranker_of(members: Sequence[MemberIndex], models: ModelCache) -> Path | None:
+    """The checkpoint of the first member whose model can re-rank (has an ITM head), if any."""
+    return next((m.checkpoint for m in members if can_rerank(models.get(m.checkpoint))), None)
