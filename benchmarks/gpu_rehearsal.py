@@ -9,8 +9,9 @@ Random weights, nothing downloaded. Per configs/seed/*.yaml, at the seed's GLOBA
 - xlm-roberta-large-vit-h-14: as B with a random-init XLM-R-large text tower built from a local
   transformers.XLMRobertaConfig (tokenizer: the cached `xlm-roberta-large` one, else random token ids of
   the context length, an upper bound on the text cost), batch 320;
-- blip-large: ViT-L/16 + BERT-base BLIP, ITC + hard-negative ITM (no momentum queue: models/blip.py has
-  none), fp32, gradient checkpointing as the seed config, batch 96.
+- blip-large: ViT-L/16 + BERT-base BLIP, ITC + hard-negative ITM with the config's momentum encoders,
+  momentum distillation and 57,600-entry ITC queue (train/blip_momentum.py), fp32, gradient checkpointing
+  as the seed config, batch 96.
 Each runs the project's training step (train.optim.Stepper with the config's task, optimiser, precision);
 a config that runs out of memory is retried once with gradient checkpointing. Then `build_index` (the
 `trafficsearch index` path: DataLoader workers, shards, FAISS merge) of 2,000 JPEGs with strategy B's

@@ -35,6 +35,7 @@ def test_seed_config_holds_the_seed_values() -> None:
     )
     assert cfg.data.transform == "pad" and cfg.data.crop_scale is None
     assert cfg.loss.truncate_ratio == 0.0
+    assert (cfg.loss.queue_size, cfg.loss.momentum, cfg.loss.alpha) == (57600, 0.995, 0.4)  # BLIP's MoD
 
 
 @pytest.mark.slow
@@ -53,7 +54,9 @@ def test_blip_large_architecture_takes_one_seed_step(tmp_path: Path) -> None:
             }
         )
     )
-    cfg = load_config("seed/blip-large", [f"model.name={arch}", "train.device=cpu", "train.batch_size=2"])
+    # no momentum copy (a second set of ~470M weights) on this shared CPU: test_blip_momentum.py covers MoD
+    overrides = [f"model.name={arch}", "train.device=cpu", "train.batch_size=2", "loss.queue_size=0"]
+    cfg = load_config("seed/blip-large", overrides)
     task = BlipTask.create(cfg, torch.device("cpu"))
     try:
         m = task.model

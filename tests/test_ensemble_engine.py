@@ -141,6 +141,49 @@ def test_row_scorer_member_and_fit(built: Path, tmp_path: Path) -> None:
     assert result.per_member["a"] == pytest.approx(1.0)
 
 
+def _color_and_noise(built: Path) -> SearchEngine:
+    """The colour member (perfect on these labels) fused with a noise member, equal weights."""
+    engine = open_engine(built / "idx", models=MODELS)
+    color = engine.first_stage.members[0]  # type: ignore[union-attr]
+    noise = NoiseMember()
+    noise.bind(engine.data)
+    engine.first_stage = FusedFirstStage([color, noise], [1.0, 1.0], "l2")
+    engine.model.config.members = [
+        engine.model.config.members[0],
+        type(engine.model.config.members[0])("noise", "x"),
+    ]
+    return engine
+
+
+def test_fold_checked_fit_keeps_weights_that_transfer(built: Path) -> None:
+    engine = _color_and_noise(built)
+    records = read_labels(built / "labels.txt").records
+    result = fit_weights(engine, records, grid=(0.0, 1.0), rounds=2, folds=3)
+    assert result.weights == [1.0, 0.0]  # noise switched off, on every fold and on all labels
+    assert result.folds is not None and result.folds["folds"] == 3 and result.folds["keep"] is True
+    held_out = zip(result.folds["fitted"], result.folds["equal"], strict=True)
+    assert all(fitted > equal for fitted, equal in held_out)
+    assert result.equal_map is not None and result.equal_map < result.map_official == pytest.approx(1.0)
+
+
+def test_fold_checked_fit_falls_back_to_equal_weights_when_the_gain_is_too_small(built: Path) -> None:
+    engine = _color_and_noise(built)
+    records = read_labels(built / "labels.txt").records
+    result = fit_weights(engine, records, grid=(0.0, 1.0), rounds=2, by_kind=True, folds=3, fold_margin=2.0)
+    assert result.folds is not None and result.folds["keep"] is False
+    assert result.weights == [1.0, 1.0] and result.kind_weights is None
+    assert result.map_official == result.equal_map < 1.0
+
+
+def test_regularised_fit_stays_at_equal_weights_unless_the_gain_pays_for_it(built: Path) -> None:
+    engine = _color_and_noise(built)
+    records = read_labels(built / "labels.txt").records
+    free = fit_weights(engine, records, grid=(0.0, 1.0), rounds=2, regularise=0.0)
+    dear = fit_weights(engine, records, grid=(0.0, 1.0), rounds=2, regularise=10.0)
+    assert free.weights == [1.0, 0.0] and dear.weights == [1.0, 1.0]
+    assert dear.map_official == dear.baseline < free.map_official
+
+
 def test_fit_cli_saves_weights_atomically(
     built: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -170,12 +213,24 @@ def test_fit_cli_saves_weights_atomically(
                 str(built / "idx"),
                 "--grid",
                 "0,1,3",
+                "--folds",
+                "3",
+                "--regularise",
+                "0.001",
             ],
         )
         assert result.exit_code == 0, result.output
+        assert "3 folds: held-out gain over equal weights" in result.output
         saved = load_ensemble(config)
         assert saved.fit is not None and saved.fit["map_official"] >= saved.fit["baseline"]
+        assert saved.fit["folds"]["folds"] == 3 and len(saved.fit["folds"]["fitted"]) == 3
+        assert saved.fit["regularise"] == 0.001 and "equal_map" in saved.fit
         assert load_ensemble(idx_copy).weights == saved.weights
+        one = CliRunner().invoke(
+            app, ["ensemble", "fit", str(config), "--labels", str(built / "labels.txt"), "--index",
+                  str(built / "idx"), "--folds", "1"],
+        )  # fmt: skip
+        assert one.exit_code != 0 and "at least 2 folds" in str(one.exception)
     finally:
         idx_copy.write_text(before)
 

@@ -89,6 +89,7 @@ def test_real_index_unknown_ids_and_health(real: dict) -> None:
     assert health == {
         "ok": True,
         "auth": False,
+        "rerank_default": False,  # a single-model index has no re-ranker
         "count": len(real["names"]),
         "model": "color-test-v0",
         "batching": health["batching"],

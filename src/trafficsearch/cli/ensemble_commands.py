@@ -66,6 +66,22 @@ def fit_command(
         min=0.0,
         help="Least mAP@10 gain (0-1) a weight change must bring to be kept; guards a small split's noise.",
     ),
+    regularise: float = typer.Option(
+        0.0,
+        "--regularise",
+        min=0.0,
+        help="mAP@10 (0-1) each trial pays per unit of L1 distance of its weight shares from equal shares.",
+    ),
+    folds: int = typer.Option(
+        0,
+        "--folds",
+        min=0,
+        help="Cross-validate the fit on K folds of LABELS; keep it only when its held-out gain over equal "
+        "weights beats the folds' spread (0: off).",
+    ),
+    fold_margin: float = typer.Option(
+        0.0, "--fold-margin", min=0.0, help="With --folds: least mean held-out gain (0-1) that keeps the fit."
+    ),
     device: str = device_option(),
 ) -> None:
     """Fit member weights on official mAP@10 (coordinate search) and save them into CONFIG (atomically).
@@ -86,6 +102,8 @@ def fit_command(
     )
     from trafficsearch.search.opener import open_engine
 
+    if folds == 1:
+        raise ConfigError("give at least 2 folds, or 0 to fit on all labels without a check", field="--folds")
     if not is_ensemble_dir(index):
         raise ConfigError("not an ensemble index dir (no ensemble.yaml)", path=index, field="--index")
     try:
@@ -99,7 +117,16 @@ def fit_command(
     records = read_labels(labels).records
     with err.status("fitting weights ..."):
         result = fit_weights(
-            engine, records, grid=values, rounds=rounds, rule=rule, by_kind=by_kind, min_gain=min_gain
+            engine,
+            records,
+            grid=values,
+            rounds=rounds,
+            rule=rule,
+            by_kind=by_kind,
+            min_gain=min_gain,
+            regularise=regularise,
+            folds=folds,
+            fold_margin=fold_margin,
         )
     fit = {
         "labels": str(labels),
@@ -109,7 +136,11 @@ def fit_command(
         "per_member": {k: round(v, 6) for k, v in result.per_member.items()},
         "trials": result.trials,
         "min_gain": min_gain,
+        "regularise": regularise,
     }
+    if result.folds is not None:
+        fit["folds"] = {k: _rounded(v) for k, v in result.folds.items()}
+        fit["equal_map"] = round(result.equal_map or 0.0, 6)
     save_ensemble(with_weights(source, result.weights, fit, result.kind_weights), config)
     inside = index / ENSEMBLE_FILE
     if inside.resolve() != config.resolve():
@@ -122,6 +153,23 @@ def fit_command(
         by_kind = [f"{result.kind_weights[k][i]:g}" for k in kinds]  # type: ignore[index]
         table.add_row(member.name, f"{result.per_member[member.name]:.4f}", f"{weight:g}", *by_kind)
     console.print(table)
+    if result.folds is not None:
+        f = result.folds
+        verdict = "fitted weights kept" if f["keep"] else "equal weights kept (the fit did not transfer)"
+        console.print(
+            f"{f['folds']} folds: held-out gain over equal weights {f['mean_gain']:+.4f} mean, "
+            f"{f['spread']:.4f} spread, margin {f['margin']:.4f}: {verdict}; equal weights score "
+            f"{result.equal_map:.4f} on all labels"
+        )
+
+
+def _rounded(value: object) -> object:
+    """Floats (and lists of them) to 6 decimals for the ensemble file's fit record."""
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
 
 
 @ensemble_app.command("show")

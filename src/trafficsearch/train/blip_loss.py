@@ -7,8 +7,12 @@ Under DDP (the seed's `negative_all_rank`), gather outside and pass the result i
     local = blip_features(model, pixels, texts, image_ids, attribute_keys, pad_to_max_length=True)
     world = local.gathered(gather_with_grad)          # train/loss.py's gather: concat over ranks
     out = blip_itc_itm_loss(model, None, None, None, features=local, world=world, many_to_many=...)
-The temperature is clamped to [0.001, 0.5] in place at every call, as BLIP does. Momentum distillation and
-the seed's 57,600-entry ITC queue are not implemented (ITC uses the in-batch / gathered batch only).
+The temperature is clamped to [0.001, 0.5] in place at every call, as BLIP does.
+Momentum distillation + the ITC queue (BLIP's retrieval fine-tuning, loss.queue_size > 0): pass
+`momentum=` a `DistillTargets` (train/blip_momentum.py builds it: momentum features of the gathered batch,
+then the queue); ITC then contrasts the online features against those columns with targets
+alpha * softmax(momentum sims) + (1 - alpha) * positives / row count (`distilled_itc`). ITM hard negatives
+stay in the gathered batch, drawn from the online features' similarities, as BLIP draws them.
 """
 
 from __future__ import annotations
@@ -135,6 +139,39 @@ def sample_hard_negatives(
     return index, valid
 
 
+@dataclass
+class DistillTargets:
+    """What momentum distillation adds to one step's ITC: the columns (the momentum model's features of the
+    gathered batch, then the queue's) and the local rows' own momentum features for the soft targets."""
+
+    image_feat_m: torch.Tensor  # [b,D] momentum image features of the local rows
+    text_feat_m: torch.Tensor  # [b,D]
+    image_all: torch.Tensor  # [N+Q,D] columns for text -> image: gathered batch (momentum), then the queue
+    text_all: torch.Tensor  # [N+Q,D] columns for image -> text
+    pos_i2t: torch.Tensor  # [b,N+Q] bool: positives of each local image among the text columns
+    pos_t2i: torch.Tensor  # [b,N+Q] bool: positives of each local text among the image columns
+    alpha: float  # weight of the momentum softmax in the targets
+
+
+def distilled_itc(
+    image_feat: torch.Tensor, text_feat: torch.Tensor, temp: torch.Tensor, bank: DistillTargets
+) -> torch.Tensor:
+    """BLIP's ITC with momentum distillation: the mean of the i2t and t2i soft-target cross-entropies, the
+    online local features (with grad) against the bank's momentum columns (without)."""
+    sim_i2t = image_feat @ bank.text_all.t().to(image_feat.dtype) / temp
+    sim_t2i = text_feat @ bank.image_all.t().to(text_feat.dtype) / temp
+    with torch.no_grad():
+        hard_i2t = bank.pos_i2t.float() / bank.pos_i2t.float().sum(dim=1, keepdim=True)
+        hard_t2i = bank.pos_t2i.float() / bank.pos_t2i.float().sum(dim=1, keepdim=True)
+        soft_i2t = F.softmax((bank.image_feat_m @ bank.text_all.t() / temp).float(), dim=1)
+        soft_t2i = F.softmax((bank.text_feat_m @ bank.image_all.t() / temp).float(), dim=1)
+        targets_i2t = bank.alpha * soft_i2t + (1 - bank.alpha) * hard_i2t
+        targets_t2i = bank.alpha * soft_t2i + (1 - bank.alpha) * hard_t2i
+    loss_i2t = -(F.log_softmax(sim_i2t, dim=1) * targets_i2t).sum(dim=1).mean()
+    loss_t2i = -(F.log_softmax(sim_t2i, dim=1) * targets_t2i).sum(dim=1).mean()
+    return (loss_i2t + loss_t2i) / 2
+
+
 def blip_itc_itm_loss(
     model: BlipRetrieval,
     pixels: torch.Tensor | None,
@@ -147,6 +184,7 @@ def blip_itc_itm_loss(
     world: BlipFeatures | None = None,
     generator: torch.Generator | None = None,
     positives: tuple[torch.Tensor, torch.Tensor] | None = None,
+    momentum: DistillTargets | None = None,
 ) -> dict[str, torch.Tensor]:
     """The seed's BLIP loss: ITC (soft targets over same-id positives) + ITM with one hard negative image per
     text and one hard negative text per image. Returns {"loss", "itc", "itm", "temp"}.
@@ -156,6 +194,7 @@ def blip_itc_itm_loss(
     for ITC and is never drawn as an ITM negative (needs `attribute_keys`). `positives`: explicit bool masks
     (local image -> world text [b,N], local text -> world image [b,N]) instead of ids / `many_to_many`, for
     rules equality cannot express (the "contain" rule is not symmetric); each row must hold its own pair.
+    `momentum`: momentum distillation + queue columns for ITC (`distilled_itc`); ITM is unchanged.
     """
     model.clamp_temperature()
     local = features
@@ -177,13 +216,19 @@ def blip_itc_itm_loss(
 
     # ITC: image -> all texts and text -> all images, soft targets = positives / row count.
     temp = model.temp
-    sim_i2t = local.image_feat @ world.text_feat.t() / temp
-    sim_t2i = local.text_feat @ world.image_feat.t() / temp
-    targets_i2t = pos_i2t.float() / pos_i2t.float().sum(dim=1, keepdim=True)
-    targets_t2i = pos_t2i.float() / pos_t2i.float().sum(dim=1, keepdim=True)
-    loss_i2t = -(F.log_softmax(sim_i2t, dim=1) * targets_i2t).sum(dim=1).mean()
-    loss_t2i = -(F.log_softmax(sim_t2i, dim=1) * targets_t2i).sum(dim=1).mean()
-    itc = (loss_i2t + loss_t2i) / 2
+    if momentum is None:
+        sim_i2t = local.image_feat @ world.text_feat.t() / temp
+        sim_t2i = local.text_feat @ world.image_feat.t() / temp
+        targets_i2t = pos_i2t.float() / pos_i2t.float().sum(dim=1, keepdim=True)
+        targets_t2i = pos_t2i.float() / pos_t2i.float().sum(dim=1, keepdim=True)
+        loss_i2t = -(F.log_softmax(sim_i2t, dim=1) * targets_i2t).sum(dim=1).mean()
+        loss_t2i = -(F.log_softmax(sim_t2i, dim=1) * targets_t2i).sum(dim=1).mean()
+        itc = (loss_i2t + loss_t2i) / 2
+    else:
+        itc = distilled_itc(local.image_feat, local.text_feat, temp, momentum)
+        with torch.no_grad():  # the online similarities over the gathered batch, for the hard negatives
+            sim_i2t = local.image_feat @ world.text_feat.t() / temp
+            sim_t2i = local.text_feat @ world.image_feat.t() / temp
 
     # ITM hard negatives: sampled without grad from the same similarities, positives masked out.
     neg_image, ok_image = sample_hard_negatives(sim_t2i.detach(), pos_t2i, generator)  # for each text

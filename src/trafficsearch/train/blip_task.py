@@ -11,8 +11,10 @@ The loop owns data, optimiser, schedule, precision, DDP and checkpoints; this mo
   are tokenised to at most 100 tokens (the seed's max_length);
 - partial fine-tuning: `model.lock_image` + `unlocked_image_groups` (last N ViT layers + post-norm train),
   `model.lock_text` + `unlocked_text_layers` (the BERT part; cross-attention and heads always train);
-- the temperature is clamped to [0.001, 0.5] after every optimiser step, and gets no weight decay.
-Not done (as train/blip_loss.py says): the seed's momentum distillation and 57,600-entry ITC queue.
+- the temperature is clamped to [0.001, 0.5] after every optimiser step, and gets no weight decay;
+- with loss.queue_size > 0, the seed's momentum encoders, momentum distillation and ITC queue
+  (train/blip_momentum.py); their state goes into the train state (`train_state` / `load_train_state`, in
+  last/train_state.pt for resume), never into the exported checkpoint.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from trafficsearch.models.blip import (
     lock_text,
 )
 from trafficsearch.train.blip_loss import blip_features, blip_itc_itm_loss
+from trafficsearch.train.blip_momentum import MomentumDistiller
 from trafficsearch.train.config import Config
 from trafficsearch.train.contrastive import param_groups
 from trafficsearch.train.dist import DistInfo
@@ -86,12 +89,17 @@ class BlipTask:
     """TrainTask for BLIP (see the module docstring)."""
 
     def __init__(
-        self, model: BlipRetrieval, targets: str = "one_to_one", frozen: list[nn.Module] | None = None
+        self,
+        model: BlipRetrieval,
+        targets: str = "one_to_one",
+        frozen: list[nn.Module] | None = None,
+        distiller: MomentumDistiller | None = None,
     ) -> None:
         self.model = model
         self.module: nn.Module = model
         self.targets = targets
         self.frozen = list(frozen or [])
+        self.distiller = distiller
 
     @classmethod
     def create(cls, cfg: Config, device: torch.device | str) -> BlipTask:
@@ -108,7 +116,12 @@ class BlipTask:
             frozen += lock_text(model, cfg.model.unlocked_text_layers)
         if cfg.train.grad_checkpointing:
             model.set_grad_checkpointing(True)
-        return cls(model, cfg.loss.targets, frozen)
+        distiller = None
+        if cfg.loss.queue_size > 0:
+            distiller = MomentumDistiller(
+                cfg.loss.queue_size, cfg.loss.momentum, cfg.loss.alpha, model.embed_dim, seed=cfg.train.seed
+            )
+        return cls(model, cfg.loss.targets, frozen, distiller)
 
     @property
     def preprocess(self) -> Preprocess:
@@ -124,6 +137,8 @@ class BlipTask:
         self.model.train()
         for module in self.frozen:  # frozen parts stay deterministic (no dropout)
             module.eval()
+        if self.distiller is not None and self.distiller.encoders is not None:
+            self.distiller.encoders.mirror_modes(self.model)
 
     def loss(self, batch: Batch, step: int, dist: DistInfo) -> dict[str, torch.Tensor]:
         """{'loss', 'itc', 'itm', 'temp'} of one local batch, contrasted with the global batch."""
@@ -131,12 +146,41 @@ class BlipTask:
         local = blip_features(self.model, batch.pixels, tok, batch.image_ids)
         world = local.gathered(lambda t: gather_with_grad(t, dist)) if dist.distributed else local
         positives = self._positives(batch, local.image_ids, world.image_ids, dist)
-        return blip_itc_itm_loss(
-            self.model, None, None, None, features=local, world=world, positives=positives
+        momentum = None
+        if self.distiller is not None:
+            momentum = self.distiller.step_targets(
+                self.model, batch.pixels, tok, local.image_ids, world.image_ids, positives, step, dist
+            )
+        out = blip_itc_itm_loss(
+            self.model, None, None, None, features=local, world=world, positives=positives, momentum=momentum
         )
+        if momentum is not None:
+            out["alpha"] = torch.tensor(momentum.alpha, dtype=torch.float64)  # logged as given
+        return out
 
     def after_step(self) -> None:
         self.model.clamp_temperature()
+        if self.distiller is not None:
+            self.distiller.after_step()  # the EMA, once per optimiser step
+
+    # -- optional loop hooks (train/task.py) ----------------------------------------------------------------
+    def set_steps_per_epoch(self, steps: int) -> None:
+        """Optimiser steps per epoch: the length of BLIP's alpha ramp."""
+        if self.distiller is not None:
+            self.distiller.steps_per_epoch = steps
+
+    def train_state(self) -> dict[str, Any]:
+        """What a resume needs beyond the weights: the momentum encoders and the queue."""
+        return {} if self.distiller is None else {"momentum": self.distiller.state_dict()}
+
+    def load_train_state(self, state: dict[str, Any]) -> None:
+        if self.distiller is None:
+            return
+        if "momentum" not in state:
+            raise ConfigError(
+                "the checkpoint to resume holds no momentum encoders / queue", field="loss.queue_size"
+            )
+        self.distiller.load_state_dict(state["momentum"], self.model)
 
     def retrieval_model(self) -> BlipRetrieval:
         return self.model

@@ -98,6 +98,11 @@ class LossConfig:
         0.0  # drop the largest fraction of per-pair losses of the global batch (seed 0.05)
     )
     truncate_start_step: int = 0  # truncation off before this optimiser step
+    # BLIP only (train/blip_momentum.py): momentum encoders + momentum distillation + the ITC queue, as in
+    # BLIP's retrieval fine-tuning (seed: 57600, 0.995, 0.4); 0 switches all three off
+    queue_size: int = 0  # entries of momentum features (and image ids) ITC also contrasts against
+    momentum: float = 0.995  # EMA of the momentum encoders: param_m = m * param_m + (1 - m) * param
+    alpha: float = 0.4  # weight of the momentum model's softmax in the ITC targets (ramped over epoch 1)
 
 
 @dataclass
@@ -317,6 +322,31 @@ def stage_config(cfg: Config, index: int) -> Config:
     return out
 
 
+def _validate_momentum(cfg: Config) -> None:
+    """loss.queue_size / momentum / alpha: ranges, and what the queue expresses (BLIP, image-id positives)."""
+    loss = cfg.loss
+    if loss.queue_size < 0:
+        raise ConfigError(
+            f"must be >= 0 (0 switches the queue off), got {loss.queue_size}", field="loss.queue_size"
+        )
+    for key, value in (("loss.momentum", loss.momentum), ("loss.alpha", loss.alpha)):
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"must be in [0, 1], got {value}", field=key)
+    if loss.queue_size == 0:
+        return
+    if cfg.model.family != "blip":
+        raise ConfigError(
+            "the momentum encoders and ITC queue are BLIP's (model.family: blip); set it to 0",
+            field="loss.queue_size",
+        )
+    if loss.targets not in ("one_to_one", "same_image"):
+        raise ConfigError(
+            f"the ITC queue keeps image ids only, so its positives are pairs of one image: use one_to_one or "
+            f"same_image with loss.queue_size > 0, got {loss.targets!r}",
+            field="loss.targets",
+        )
+
+
 def validate(cfg: Config) -> None:
     """Cross-field checks that types alone cannot express."""
     positive = {
@@ -372,6 +402,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"must be in [0, 1), got {cfg.loss.truncate_ratio}", field="loss.truncate_ratio")
     if cfg.loss.truncate_start_step < 0:
         raise ConfigError("must be >= 0", field="loss.truncate_start_step")
+    _validate_momentum(cfg)
     names = []
     for i, stage in enumerate(cfg.stages):
         name = stage.get("name")

@@ -145,6 +145,17 @@ def broadcast_module(module: torch.nn.Module, info: DistInfo) -> None:
             tdist.broadcast(tensor, src=0)
 
 
+@torch.no_grad()
+def all_gather_cat(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Every rank's rows in rank order, without gradient (BLIP's concat_all_gather: momentum features and
+    ids for the ITC queue); equal shapes on every rank."""
+    if not info.distributed:
+        return x
+    parts = [torch.empty_like(x) for _ in range(info.world_size)]
+    tdist.all_gather(parts, x.contiguous(), group=tdist.group.WORLD)
+    return torch.cat(parts, dim=0)
+
+
 def barrier(info: DistInfo) -> None:
     """Wait for every rank; gives up after the group's timeout (train.dist_timeout_s)."""
     if info.distributed:

@@ -216,8 +216,9 @@ class Run:
     last_loss: torch.Tensor | float | None = None
 
     def train_state(self) -> dict[str, Any]:
-        """What last/train_state.pt holds to resume exactly here."""
-        return {
+        """What last/train_state.pt holds to resume exactly here (+ the task's own state, when it has one:
+        BLIP's momentum encoders and ITC queue)."""
+        state = {
             **self.stepper.state_dict(),
             "rng": rng_state(),
             "step": self.step,
@@ -225,6 +226,10 @@ class Run:
             "position": self.position,
             "best_map": self.best,
         }
+        task_state = getattr(self.task, "train_state", None)
+        if task_state is not None:
+            state["task"] = task_state()
+        return state
 
     def save_last(self) -> None:
         self.saver.save("last", self.train_state())
@@ -361,6 +366,9 @@ def setup(
 
     # -- optimisation
     total_steps = len(batches) * cfg.train.epochs
+    set_steps = getattr(task, "set_steps_per_epoch", None)
+    if set_steps is not None:
+        set_steps(len(batches))
     stepper = Stepper(task, cfg, device, dist, total_steps)
     saver = CheckpointSaver(run_dir, task, cfg.to_yaml(), dist.is_main, cfg.train.async_checkpoint)
     run = Run(
@@ -387,6 +395,9 @@ def setup(
     )
     if state is not None:
         stepper.load_state_dict(state)
+        load_task_state = getattr(task, "load_train_state", None)
+        if load_task_state is not None:
+            load_task_state(state.get("task", {}))
         set_rng_state(state["rng"])
         run.step, run.epoch, run.position, run.best = (
             state["step"],

@@ -3,6 +3,11 @@
 The loop owns data order, optimiser, schedule, precision, distribution, checkpoints and validation; a
 TrainTask owns what differs per family: which parameters train, the loss of a batch, post-step clamps,
 and how the model is saved and exposed for retrieval.
+
+Optional hooks the loop looks up with getattr: `preprocess`, `prepare(texts, run_dir, advance, is_main)`,
+`snapshot()` (background checkpoint writes), `to_pure_bf16()`, `set_steps_per_epoch(n)`, and
+`train_state()` / `load_train_state(state)`: state beyond the weights that a resume needs (BLIP's momentum
+encoders and ITC queue), saved in last/train_state.pt and never in the exported checkpoint.
 """
 
 from __future__ import annotations

@@ -8,8 +8,12 @@ from typing import Any
 
 from trafficsearch.eval.metrics import evaluate
 from trafficsearch.search.ensemble.config import KINDS
+from trafficsearch.search.ensemble.folds import fold_check, regularised
 from trafficsearch.search.ensemble.fused import FusedFirstStage
 from trafficsearch.search.routing import query_kind
+
+# One weight assignment: the weights for every query, and optionally per query kind.
+Assignment = tuple[list[float], dict[str, list[float]] | None]
 
 
 @dataclass
@@ -20,6 +24,8 @@ class FitResult:
     per_member: dict[str, float]  # each member alone
     trials: int
     kind_weights: dict[str, list[float]] | None = None  # with by_kind: the weights fitted per query kind
+    folds: dict[str, Any] | None = None  # with folds: the held-out check (FoldReport.to_dict) that decided
+    equal_map: float | None = None  # with folds: mAP@k of equal weights on the whole split
 
 
 def _coordinate_search(
@@ -62,6 +68,10 @@ def fit_weights(
     k: int = 10,
     by_kind: bool = False,
     min_gain: float = 0.0,
+    regularise: float = 0.0,
+    folds: int = 0,
+    fold_margin: float = 0.0,
+    fold_seed: int = 0,
 ) -> FitResult:
     """Coordinate search of member weights on official mAP@k (eval/metrics.evaluate) over labelled records.
 
@@ -72,6 +82,11 @@ def fit_weights(
     weights in a copy of the fused stage: the fitted score is the score the engine then gets. The copies
     share each member's normalised rows, so a trial costs a weighted sum and a top-k. `by_kind`: fit one
     weight set per query kind (parsed from the text, as the engine applies them) on that kind's queries.
+
+    Against weights that do not transfer (search/ensemble/folds.py): `regularise` (mAP per unit of L1
+    distance between the weight shares and equal shares) is subtracted from every trial's score; `folds`
+    >= 2 cross-validates the whole fit on the records and keeps the fitted weights only when their mean
+    held-out gain over equal weights beats the folds' spread and `fold_margin`, else returns equal weights.
     """
     first: FusedFirstStage = engine.first_stage
     texts = [r.text for r in records]
@@ -109,18 +124,52 @@ def fit_weights(
         solo = [0.0] * len(start)
         solo[i] = 1.0
         per_member[m.name] = everyone(solo)
-    weights, best, trials = _coordinate_search(everyone, start, grid, rounds, min_gain)
-    trials += len(start) + 1
-    if not by_kind:
-        return FitResult(weights, best, baseline, per_member, trials)
-    kind_weights: dict[str, list[float]] = {}
-    for kind in KINDS:
-        ids = [i for i, t in enumerate(texts) if query_kind(t) == kind]
-        if ids:
-            kind_weights[kind], _, n = _coordinate_search(
-                scorer(ids, kind, weights), weights, grid, rounds, min_gain
-            )
-            trials += n
-    ranked = ranked_by(weights, kind_weights, list(dict.fromkeys(texts)))
-    combined = evaluate(records, records, [ranked[t] for t in texts], rule, k)  # type: ignore[arg-type]
-    return FitResult(weights, combined.overall.map_official, baseline, per_member, trials, kind_weights)
+    equal = [1.0] * len(start)
+    trials = len(start) + 1
+
+    def fit_on(ids: list[int]) -> Assignment:
+        """Coordinate search on the records `ids` (one set, then per kind), regularised toward equal."""
+        nonlocal trials
+        score = regularised(scorer(ids), regularise)
+        weights, _, n = _coordinate_search(score, start, grid, rounds, min_gain)
+        trials += n
+        if not by_kind:
+            return weights, None
+        per_kind: dict[str, list[float]] = {}
+        for kind in KINDS:
+            of_kind = [i for i in ids if query_kind(texts[i]) == kind]
+            if of_kind:
+                per_kind[kind], _, n = _coordinate_search(
+                    regularised(scorer(of_kind, kind, weights), regularise), weights, grid, rounds, min_gain
+                )
+                trials += n
+        return weights, per_kind
+
+    def score_on(ids: list[int], assignment: Assignment) -> float:
+        weights, per_kind = assignment
+        subset = list(dict.fromkeys(texts[i] for i in ids))
+        ranked = ranked_by(weights, per_kind, subset)
+        queries = [records[i] for i in ids]
+        lists = [ranked[texts[i]] for i in ids]
+        return evaluate(queries, records, lists, rule, k).overall.map_official  # type: ignore[arg-type]
+
+    everything = list(range(len(records)))
+    report = None
+    if folds:
+        report = fold_check(
+            len(records), fit_on, score_on, (equal, None), folds=folds, seed=fold_seed, margin=fold_margin
+        )
+    if report is not None and not report.keep:
+        weights, kind_weights = equal, None
+    else:
+        weights, kind_weights = fit_on(everything)
+    return FitResult(
+        weights,
+        score_on(everything, (weights, kind_weights)),
+        baseline,
+        per_member,
+        trials,
+        kind_weights,
+        folds=report.to_dict() if report is not None else None,
+        equal_map=everyone(equal) if report is not None else None,
+    )

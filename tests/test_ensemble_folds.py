@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from trafficsearch.search.weight_folds import distance_from_equal, fold_check, kfold, regularised
+from trafficsearch.search.ensemble.folds import distance_from_equal, fold_check, kfold, regularised
 
 GRID = (0.0, 0.5, 1.0, 2.0)
 
