@@ -1,8 +1,15 @@
 """Search latency and throughput over 100k and 1M gallery vectors (synthetic, the default model's dimension):
 numpy brute force (baseline) vs exact FAISS vs the approximate FAISS setting `index tune` would pick, with its
-recall@10 against exact search measured on held-out queries.
+recall@10 against exact search measured on held-out queries; and the exact kernels side by side
+(`--exact-only` runs just those): numpy brute force, the engine's blocked BLAS top-k (index/exact.py) over
+FAISS Flat's float32 storage and over fp16 vectors, FAISS Flat as shipped and with its BLAS path forced, at 1
+and 32 queries per call, timed in interleaved rounds so machine load hits every method alike.
 
     .venv/bin/python benchmarks/search_latency.py [--quick] [--sizes 100000 1000000] [--queries 1000]
+    .venv/bin/python benchmarks/search_latency.py --exact-only --sizes 1000000   # 10000000: ~16 GB RAM
+
+Run it once as the environment is and once with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`: the table
+names the OpenBLAS kernel each library ran (threadpoolctl).
 
 Prints a table and writes benchmarks/results/search_latency[_quick].{json,md}.
 """
@@ -21,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trafficsearch.benchmarking import machine_info
+from trafficsearch.index.exact import flat_storage, topk
 from trafficsearch.index.faiss_util import search
 from trafficsearch.index.tune import recall_at_k, tune_vectors
 from trafficsearch.ioutil import atomic_write_json, atomic_write_text
@@ -70,6 +78,68 @@ def measure(name: str, one, batch, queries: np.ndarray, single: int) -> dict[str
         batch(queries[i : i + 256])
     qps = len(queries) / (time.perf_counter() - start)
     return {"p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)), "qps": qps}
+
+
+def blas_kernels() -> dict[str, str]:
+    """Which OpenBLAS build and kernel each library loaded (numpy's and faiss's are separate copies)."""
+    from threadpoolctl import threadpool_info
+
+    return {
+        f"{i['prefix']} {i.get('version')}": str(i.get("architecture"))
+        for i in threadpool_info()
+        if i.get("user_api") == "blas"
+    }
+
+
+def exact_rows(n: int, vectors: np.ndarray, queries: np.ndarray, rounds: int, console: Console) -> list[dict]:
+    """Exact kernels at 1 and 32 queries per call, interleaved round by round; ratios against numpy."""
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(vectors)
+    half = vectors.astype(np.float16)
+    storage = flat_storage(exact)
+    assert storage is not None
+
+    def faiss_blas(q: np.ndarray) -> None:
+        saved = faiss.cvar.distance_compute_blas_threshold
+        faiss.cvar.distance_compute_blas_threshold = 1
+        try:
+            exact.search(q, K)
+        finally:
+            faiss.cvar.distance_compute_blas_threshold = saved
+
+    methods = {
+        "numpy brute force": lambda q: numpy_topk(vectors, q),
+        "blocked, Flat fp32 (engine)": lambda q: topk(storage, q, K),
+        "blocked, fp16 vectors": lambda q: topk(half, q, K),
+        "FAISS Flat": lambda q: exact.search(q, K),
+        "FAISS Flat, BLAS thr. 1": faiss_blas,
+    }
+    truth = numpy_topk(vectors, queries[:32])
+    checks = {
+        "blocked, Flat fp32 (engine)": topk(storage, queries[:32], K)[1],
+        "blocked, fp16 vectors": topk(half, queries[:32], K)[1],
+        "FAISS Flat": exact.search(queries[:32], K)[1],
+    }
+    times: dict[tuple[str, int], list[float]] = {(m, b): [] for m in methods for b in (1, 32)}
+    with console.status(f"{n}: exact kernels, {rounds} interleaved rounds ..."):
+        for r in range(rounds):
+            for batch in (1, 32):
+                q = queries[(r * batch) % len(queries) :][:batch]
+                for name, fn in methods.items():
+                    start = time.perf_counter()
+                    fn(q)
+                    times[(name, batch)].append((time.perf_counter() - start) * 1000)
+    rows = []
+    base = {b: float(np.median(times[("numpy brute force", b)])) for b in (1, 32)}
+    for name in methods:
+        row = {"n": n, "method": name}
+        for b in (1, 32):
+            ms = float(np.median(times[(name, b)]))
+            row[f"ms_q{b}"], row[f"x_numpy_q{b}"] = ms, base[b] / ms
+        found = checks.get(name)
+        row["recall@10"] = 1.0 if found is None else recall_at_k(found, truth)
+        rows.append(row)
+    return rows
 
 
 def candidates(n: int, dim: int, with_hnsw: bool) -> list[tuple[str, str | None, list[int]]]:
@@ -146,16 +216,34 @@ def main() -> None:
     parser.add_argument(
         "--hnsw-max", type=int, default=200_000, help="skip HNSW above this size (build time)"
     )
+    parser.add_argument("--exact-only", action="store_true", help="only the exact-kernel comparison")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds of the exact kernels")
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.queries, args.single = [20_000], 200, 50
     console = Console()
     dim = default_dim()
-    rows, trials = [], []
+    rows, trials, exact = [], [], []
     for n in args.sizes:
+        vectors, queries = synthetic(n, dim, max(args.queries, 64))
+        exact += exact_rows(n, vectors, queries, args.rounds, console)
+        del vectors, queries
+        if args.exact_only:
+            continue
         size_rows, size_trials = run_size(n, dim, args.queries, args.single, args.hnsw_max, console)
         rows += size_rows
         trials += size_trials
+    kernels = blas_kernels()
+    etable = Table(title=f"exact top-{K}, dim {dim}: ms per call (median of {args.rounds} rounds)")
+    for column in ("n", "method", "recall", "1 q ms", "x numpy", "32 q ms", "x numpy"):
+        etable.add_column(column)
+    for r in exact:
+        etable.add_row(
+            f"{r['n']:,}", r["method"], f"{r['recall@10']:.3f}", f"{r['ms_q1']:.1f}",
+            f"{r['x_numpy_q1']:.2f}", f"{r['ms_q32']:.1f}", f"{r['x_numpy_q32']:.2f}",
+        )  # fmt: skip
+    console.print(etable)
+    console.print(f"BLAS kernels: {kernels}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}")
     table = Table(title=f"search latency, dim {dim}, k={K}, synthetic clustered vectors")
     for column in ("n", "method", "recall@10", "p50 ms", "p99 ms", "queries/s (batch 256)"):
         table.add_column(column)
@@ -168,9 +256,12 @@ def main() -> None:
             f"{r['p99_ms']:.2f}",
             f"{r['qps']:.0f}",
         )
-    console.print(table)
+    if rows:
+        console.print(table)
     m = machine_info()
-    suffix = "_quick" if args.quick else ""
+    suffix = "_quick" if args.quick else ("_exact" if args.exact_only else "")
+    if os.environ.get("OPENBLAS_CORETYPE") is None:
+        suffix += "_nocoretype"
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_json(
         RESULTS / f"search_latency{suffix}.json",
@@ -181,6 +272,9 @@ def main() -> None:
             "queries": args.queries,
             "rows": rows,
             "trials": trials,
+            "exact": exact,
+            "blas_kernels": kernels,
+            "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
             "load_average": os.getloadavg()[0],
             "machine": m,
         },
@@ -200,15 +294,31 @@ def main() -> None:
         f"Machine: {m['cpu']}, {m['cores']} cores (shared; load average {os.getloadavg()[0]:.1f}), "
         f"faiss {m['faiss']}, torch {m['torch']}, numpy {m['numpy']}.",
         "",
-        "| n | method | recall@10 | p50 ms | p99 ms | queries/s |",
-        "|---|---|---|---|---|---|",
+        f"Exact kernels, median of {args.rounds} interleaved rounds, ms per call of 1 and 32 queries and "
+        "speed against numpy brute force in the same round (x > 1: faster). BLAS kernels: "
+        + ", ".join(f"{lib}: {arch}" for lib, arch in kernels.items())
+        + f" (OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}).",
+        "",
+        "| n | method | recall@10 | 1 query ms | x numpy | 32 queries ms | x numpy |",
+        "|---|---|---|---|---|---|---|",
         *[
-            f"| {r['n']:,} | {r['method']} | {r['recall@10']:.3f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-            f"{r['qps']:.0f} |"
-            for r in rows
+            f"| {r['n']:,} | {r['method']} | {r['recall@10']:.3f} | {r['ms_q1']:.1f} | "
+            f"{r['x_numpy_q1']:.2f} | {r['ms_q32']:.1f} | {r['x_numpy_q32']:.2f} |"
+            for r in exact
         ],
         "",
     ]
+    if rows:
+        lines += [
+            "| n | method | recall@10 | p50 ms | p99 ms | queries/s |",
+            "|---|---|---|---|---|---|",
+            *[
+                f"| {r['n']:,} | {r['method']} | {r['recall@10']:.3f} | {r['p50_ms']:.2f} | "
+                f"{r['p99_ms']:.2f} | {r['qps']:.0f} |"
+                for r in rows
+            ],
+            "",
+        ]
     atomic_write_text(RESULTS / f"search_latency{suffix}.md", "\n".join(lines))
 
 

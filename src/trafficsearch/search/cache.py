@@ -11,10 +11,16 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
+from trafficsearch.models.onnx_text import query_encoder
+
 
 def encode_queries(model: Any, texts: Sequence[str]) -> np.ndarray:
     """Query vectors of `model` as float32 numpy (what every TextCache stores); autocast on a GPU."""
     from trafficsearch.models.device import inference_precision
+
+    fast = query_encoder(model)  # m2-fast: ONNX Runtime when TRAFFICSEARCH_QUERY_ENCODER=onnx
+    if fast is not None:
+        return fast(list(texts))
 
     with torch.inference_mode(), inference_precision(getattr(model, "device", "cpu")):
         return model.encode_texts(list(texts)).float().cpu().numpy()

@@ -32,6 +32,7 @@ from trafficsearch.search.ensemble.config import (
 )
 from trafficsearch.search.ensemble.fused import FusedFirstStage
 from trafficsearch.search.ensemble.members import Member, open_members
+from trafficsearch.search.itm_tokens import attach_stored_tokens
 from trafficsearch.search.rerank import ItmRerankStage
 
 Caches = Callable[[str], TextCache]
@@ -106,6 +107,7 @@ def open_ensemble(
         kind_weights=kind_weight_lists(config),
     )
     rerank = [rerank_stage_for(config, reference, loaded, device)] if config.rerank else []
+    attach_stored_tokens(rerank, reference, [m.data for m in members if hasattr(m, "data")])  # m2-fast
     return SearchEngine(
         reference,
         Ensemble(config, members, loaded),

@@ -26,6 +26,7 @@ import torch
 
 from trafficsearch.errors import ConfigError
 from trafficsearch.index.images import SkipImage, load_rgb
+from trafficsearch.models import onnx_text
 from trafficsearch.models.base import ItmScorer
 from trafficsearch.models.device import inference_precision
 from trafficsearch.search.cache import LRU
@@ -105,6 +106,12 @@ class ItmRerankStage:
         # a scorer that takes ViT tokens (BlipRetrieval) gets them cached per image; others get pixels
         self.uses_tokens = hasattr(model, "itm_image_tokens") and hasattr(model, "itm_scores_tokens")
         self.pixels = PixelCache(self._load_features, cache_size)
+        # stored ITM tokens (search/itm_tokens.py), read instead of decoding + encoding the candidates
+        self.stored: Any = None
+        if self.uses_tokens and data is not None and hasattr(data, "manifest"):
+            from trafficsearch.search.itm_tokens import find_stored_tokens
+
+            self.stored = find_stored_tokens(data, model)
         self.chunk = max(1, cache_size // (2 * self.k))  # queries per pass: their candidates stay cached
 
     def _load_features(self, row: int) -> torch.Tensor:
@@ -113,6 +120,8 @@ class ItmRerankStage:
 
     def _features(self, rows: list[int]) -> torch.Tensor:
         """Stacked cached inputs for `rows`; missing images are decoded and (tokens) encoded in one batch."""
+        if self.stored is not None:
+            return self.stored.get(rows)
         missing = [r for r in dict.fromkeys(rows) if r not in self.pixels]
         if missing and self.uses_tokens:
             tokens = self.model.itm_image_tokens(torch.stack([self._load_row(r) for r in missing]))
@@ -153,7 +162,10 @@ class ItmRerankStage:
             return {key: candidates[i] for key, i in unique}
         features = self._features(rows)
         probabilities = self.form == "itm_prob"
-        if self.uses_tokens:
+        fast = onnx_text.itm_head(self.model) if self.uses_tokens else None  # m2-fast: opt-in ONNX head
+        if fast is not None:
+            itm = fast(pairs_text, features, probabilities=probabilities)
+        elif self.uses_tokens:
             itm = self.model.itm_scores_tokens(  # type: ignore[attr-defined]
                 pairs_text, features, batch_size=self.batch_size, probabilities=probabilities
             )

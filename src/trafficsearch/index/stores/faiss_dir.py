@@ -2,6 +2,7 @@
 
 Filters become a FAISS id selector over the rows SQLite returns, so a filtered top-k never loses hits to
 over-fetching; index types without selector support (fast-scan PQ) fall back to exact search over them.
+A plain Flat index is scanned by index/exact.py's blocked BLAS kernel instead of FAISS's own search.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from trafficsearch.index import faiss_util
+from trafficsearch.index import exact, faiss_util
 from trafficsearch.index.merge import merge_index, record_deleted
 from trafficsearch.index.store import IndexData, open_index
 from trafficsearch.index.stores.base import ShardHook, Where
@@ -80,7 +81,10 @@ class FaissDirStore:
         selector = None if allowed is None else self._selector(allowed)
         params = dict(data.manifest.get("faiss", {}).get("params") or {})
         try:
-            scores, found = faiss_util.search(data.faiss, queries, k, params, selector)
+            if exact.is_exact(data.faiss):  # a plain Flat index: the blocked BLAS scan (index/exact.py)
+                scores, found = exact.search_exact(data.faiss, data.vectors, queries, k, allowed)
+            else:
+                scores, found = faiss_util.search(data.faiss, queries, k, params, selector)
         except RuntimeError:  # fast-scan PQ takes no selector: exact over the allowed subset
             if allowed is None:
                 raise

@@ -7,6 +7,7 @@ from typing import Any
 
 from trafficsearch.errors import IndexError_
 from trafficsearch.index.build import build_index
+from trafficsearch.index.itm_tokens import has_itm_tokens, write_itm_tokens
 from trafficsearch.models.factory import load_model
 from trafficsearch.search.ensemble.config import (
     ENSEMBLE_FILE,
@@ -25,11 +26,13 @@ def build_ensemble_index(
     device: str = "cpu",
     progress: bool = True,
     models: dict[str, Any] | None = None,
+    itm_tokens: bool = True,
     **build_kwargs: Any,
 ) -> Path:
     """Index the gallery once per member (each resumable, via index/build.py), then commit ensemble.yaml.
 
-    `models` maps model specs to loaded models (tests, or a caller that holds them already).
+    `models` maps model specs to loaded models (tests, or a caller that holds them already). With
+    `itm_tokens`, a re-ranker that is also a member gets its image tokens stored in that member's index.
     """
     config = load_ensemble(config_path)  # relative paths resolved against the file's directory
     out = Path(out)
@@ -55,5 +58,13 @@ def build_ensemble_index(
             raise IndexError_(
                 f"member {m.name!r} is not merged yet (other ranks still running)", path=index_dir
             )
+    if itm_tokens and config.rerank:  # m2-fast: the re-ranker's image tokens beside its member's index
+        for m in config.members:
+            if m.model != config.rerank.model:
+                continue
+            model = models.get(m.model) or load_model(m.model, device=device)
+            if hasattr(model, "itm_image_tokens") and not has_itm_tokens(member_index_dir(out, m), model):
+                write_itm_tokens(member_index_dir(out, m), model, progress=progress)
+            break
     save_ensemble(config, out / ENSEMBLE_FILE)
     return out

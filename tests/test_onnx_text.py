@@ -1,0 +1,85 @@
+"""ONNX Runtime query encoders: the same embeddings as PyTorch fp32 (mixed-length batches, real val texts),
+only when opted in, and PyTorch for models they do not cover."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from trafficsearch.errors import ConfigError
+from trafficsearch.models import onnx_text
+from trafficsearch.search.cache import encode_queries
+from trafficsearch.testing.color import ColorModel
+
+torch.set_num_threads(1)
+TEXTS = [
+    "A white sedan.",
+    "A pedestrian in a red short-sleeved shirt and black trousers, carrying a backpack.",
+    "A blue SUV driving on the road.",
+    "a",
+]
+
+
+def _check_same(model) -> None:
+    with torch.no_grad():
+        want = model.encode_texts(TEXTS).float().numpy()
+    encoder = onnx_text.query_encoder(model)
+    assert isinstance(encoder, onnx_text.OnnxTextEncoder)
+    got = encoder(TEXTS)
+    assert got.shape == want.shape and got.dtype == np.float32
+    assert (got * want).sum(axis=1).min() > 0.9999
+    alone = np.concatenate([encoder([t]) for t in TEXTS])  # no padding vs padded batch: same vectors
+    np.testing.assert_allclose(alone, got, atol=1e-4)
+    np.testing.assert_allclose(encode_queries(model, TEXTS), got)  # what the engines' caches call
+    assert onnx_text.query_encoder(model) is encoder  # exported once per model
+
+
+def test_blip_text_tower_matches_pytorch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trafficsearch.models.blip import create_blip
+
+    monkeypatch.setenv(onnx_text.ENV, "onnx")
+    _check_same(create_blip("blip-tiny", seed=0).eval())
+
+
+def test_default_clip_minilm_text_tower_matches_pytorch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trafficsearch.models.factory import load_model
+
+    monkeypatch.setenv(onnx_text.ENV, "onnx")
+    torch.manual_seed(0)
+    _check_same(load_model("open_clip:ts-minilm-vit-s64"))
+
+
+def test_opt_in_only_and_uncovered_models_keep_pytorch(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = ColorModel()
+    monkeypatch.delenv(onnx_text.ENV, raising=False)
+    assert onnx_text.backend() == "torch" and onnx_text.query_encoder(model) is None
+    monkeypatch.setenv(onnx_text.ENV, "onnx")
+    assert onnx_text.query_encoder(model) is None  # not a tower we export
+    assert encode_queries(model, ["red"]).shape == (1, 8) and model.text_calls == 1
+    monkeypatch.setenv(onnx_text.ENV, "tensorrt")
+    with pytest.raises(ConfigError, match="TRAFFICSEARCH_QUERY_ENCODER"):
+        onnx_text.backend()
+
+
+def test_onnx_itm_head_scores_like_pytorch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trafficsearch.models.blip import create_blip
+
+    blip = create_blip("blip-tiny", seed=0).eval()
+    torch.manual_seed(0)
+    pixels = torch.rand(len(TEXTS), 3, blip.image_size, blip.image_size)
+    tokens = blip.itm_image_tokens(pixels)
+    want = blip.itm_scores_tokens(TEXTS, tokens)
+    monkeypatch.delenv(onnx_text.ENV, raising=False)
+    assert onnx_text.itm_head(blip) is None  # opt-in only
+    monkeypatch.setenv(onnx_text.ENV, "onnx")
+    head = onnx_text.itm_head(blip)
+    assert isinstance(head, onnx_text.OnnxItmHead) and onnx_text.itm_head(blip) is head
+    torch.testing.assert_close(head(TEXTS, tokens), want, atol=1e-4, rtol=1e-4)  # texts of mixed lengths
+    torch.testing.assert_close(
+        head(TEXTS, tokens, probabilities=True),
+        blip.itm_scores_tokens(TEXTS, tokens, probabilities=True),
+        atol=1e-5,
+        rtol=1e-4,
+    )
+    assert onnx_text.itm_head(ColorModel()) is None
