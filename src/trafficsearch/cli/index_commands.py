@@ -1,7 +1,8 @@
 """`trafficsearch index ...`, `search` and `submit`: build/extend/tune an index and query it.
 
 `trafficsearch index build GALLERY_DIR --model SPEC --out DIR` is the explicit form; `trafficsearch index
-GALLERY_DIR ...` is short for it when GALLERY_DIR is not a sub-command name (add, build, info, merge, tune).
+GALLERY_DIR ...` is short for it when GALLERY_DIR is not a sub-command name (add, build, delete, detach, info,
+merge, push, tune).
 A folder named like a sub-command must be indexed with `index build`: a clear error says so.
 """
 
@@ -16,7 +17,16 @@ from rich.progress import Progress
 from rich.table import Table
 from typer.core import TyperGroup
 
-from trafficsearch.cli.options import device_option, k_option, kind_option, pick_device, rerank_option
+from trafficsearch.cli.options import (
+    device_option,
+    k_option,
+    kind_option,
+    pick_device,
+    rerank_option,
+    time_from_option,
+    time_to_option,
+    where_option,
+)
 from trafficsearch.errors import TrafficSearchError
 
 console = Console()
@@ -61,6 +71,11 @@ def build(
     model: str = typer.Option(..., "--model", help="Checkpoint dir or open_clip:<name>[:<tag or weights>]."),
     out: Path = typer.Option(..., "--out", help="Index directory to write (resumes when it exists)."),
     labels: Path | None = typer.Option(None, "--labels", help="Label file: gives each image its kind."),
+    metadata: Path | None = typer.Option(
+        None,
+        "--metadata",
+        help="CSV/JSONL per image: name, camera, time (ISO 8601) and any extra columns, all filterable.",
+    ),
     factory: str = typer.Option("Flat", "--factory", help="FAISS factory string; Flat is exact search."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     workers: int = typer.Option(2, "--workers", min=0, help="DataLoader processes decoding images."),
@@ -85,6 +100,7 @@ def build(
         retrieval_model,
         model_spec=model,
         labels=labels,
+        metadata=metadata,
         factory=factory,
         batch_size=batch_size,
         workers=workers,
@@ -98,6 +114,7 @@ def build(
         f"({result.shards_done_before} already done)"
     )
     if result.manifest:
+        _sync_store(out)
         _print_summary(out, result.manifest)
     else:
         err.print(
@@ -128,6 +145,7 @@ def add(
     )
     err.print(f"added {result.encoded} images")
     if result.manifest:
+        _sync_store(index_dir)
         _print_summary(index_dir, result.manifest)
 
 
@@ -141,7 +159,98 @@ def merge(
 
     with err.status("merging shards ..."):
         manifest = merge_index(index_dir, factory=factory)
+    _sync_store(index_dir)
     _print_summary(index_dir, manifest)
+
+
+def _sync_store(index_dir: Path) -> None:
+    """An index pushed to a vector store pushes what the merge changed (upserts by id: idempotent)."""
+    from trafficsearch.index.stores.manage import sync_store
+
+    with err.status("updating the vector store ..."):
+        written = sync_store(index_dir)
+    if written is not None:
+        err.print(f"vector store updated ({written} shards pushed)")
+
+
+@index_app.command("push")
+def push(
+    index_dir: Path = typer.Argument(..., help="A committed index directory."),
+    milvus: str = typer.Option(
+        ..., "--milvus", help="Milvus URI: a milvus-lite file (e.g. city.db) or http://host:19530."
+    ),
+    token: str | None = typer.Option(
+        None, "--token", envvar="TRAFFICSEARCH_MILVUS_TOKEN", help="Milvus token (user:password or API key)."
+    ),
+    collection: str | None = typer.Option(None, "--collection", help="Default: one per model."),
+    partition_by: str = typer.Option("day", "--partition-by", help="day, camera or none."),
+    index_type: str = typer.Option("FLAT", "--index-type", help="FLAT (exact), IVF_FLAT or HNSW."),
+    queries: Path | None = typer.Option(
+        None, "--queries", help="Query texts: measure recall@k and choose the fastest index type reaching it."
+    ),
+    k: int = k_option(help="Recall@k the index type is tuned for (with --queries)."),
+    target: float = typer.Option(0.95, "--target", min=0.0, max=1.0),
+    device: str = device_option(),
+) -> None:
+    """Upsert the index into a Milvus collection (a killed push resumes) and search through it from now on.
+
+    The vectors stay in the directory too; `index detach DIR` goes back to the local FAISS index.
+    """
+    from trafficsearch.index.stores.manage import push_to_milvus
+
+    vectors = None
+    if queries is not None:
+        from trafficsearch.data.labels import read_queries
+        from trafficsearch.index.files import read_manifest
+        from trafficsearch.index.tune import encode_texts
+        from trafficsearch.models.factory import load_model
+
+        spec = read_manifest(index_dir)["model_spec"]
+        with err.status(f"encoding queries with {spec} ..."):
+            vectors = encode_texts(load_model(spec, device=pick_device(device)), read_queries(queries))
+    with err.status(f"pushing to {milvus} ...") as status:
+        manifest = push_to_milvus(
+            index_dir,
+            milvus,
+            token=token,
+            collection=collection,
+            partition_by=partition_by,
+            index_type=index_type.upper(),
+            queries=vectors,
+            k=k,
+            target=target,
+            progress=False,
+            log=lambda line: status.update(f"tuning: {line}"),
+        )
+    store = manifest["store"]
+    chosen = (store.get("tune") or {}).get("chosen") or {}
+    err.print(
+        f"pushed {manifest['count']} images to {store['collection']} at {store['uri']} "
+        f"({store['index_type']} {store['search_params'] or ''}"
+        + (f", recall@{k} {chosen['recall']:.4f}" if chosen else "")
+        + ")"
+    )
+
+
+@index_app.command("detach")
+def detach(index_dir: Path = typer.Argument(..., help="Index directory pushed to a store.")) -> None:
+    """Search the local FAISS index again instead of the vector store the manifest names."""
+    from trafficsearch.index.stores.manage import detach_store
+
+    detach_store(index_dir)
+    err.print(f"{index_dir} searches its local FAISS index")
+
+
+@index_app.command("delete")
+def delete(
+    index_dir: Path = typer.Argument(..., help="Index directory."),
+    ids: list[int] = typer.Argument(..., help="Image ids to delete (as `search --json` prints them)."),
+) -> None:
+    """Delete images by id from the index and its vector store; later merges and pushes keep them out."""
+    from trafficsearch.index.stores.manage import delete_images
+
+    manifest = delete_images(index_dir, ids)
+    err.print(f"deleted {len(set(ids))} images; {manifest['count']} remain")
 
 
 @index_app.command("tune")
@@ -215,6 +324,7 @@ def _print_summary(index_dir: Path, manifest: dict) -> None:
         "fingerprint": manifest["model_fingerprint"],
         "dim": str(manifest["dim"]),
         "faiss": f"{manifest['faiss']['factory']} {json.dumps(manifest['faiss']['params'] or {})}",
+        "store": _store_line(manifest.get("store")),
         "tuned recall": str(
             (tune_info.get("chosen") or {}).get(
                 "recall", "not tuned (exact)" if manifest["faiss"]["factory"] == "Flat" else "-"
@@ -228,30 +338,60 @@ def _print_summary(index_dir: Path, manifest: dict) -> None:
     console.print(table)
 
 
+def _store_line(store: dict | None) -> str:
+    if not store:
+        return "local FAISS index"
+    where = f"{store.get('collection', '')} at {store.get('uri', '')}"
+    return f"{store['backend']} {where} ({store.get('index_type')})"
+
+
 def search(
     index_dir: Path = typer.Argument(..., help="Index directory."),
     text: str = typer.Argument(..., help="What to look for, e.g. 'This is a white Audi Sedan.'"),
     k: int = k_option(),
     kind: str | None = kind_option(),
+    where: list[str] = where_option(),
+    time_from: str | None = time_from_option(),
+    time_to: str | None = time_to_option(),
     rerank: bool = rerank_option(),
     device: str = device_option(),
     as_json: bool = typer.Option(False, "--json", help="Print hits as JSON."),
 ) -> None:
-    """Print the top-k images for a text query with their scores (re-ranked if the index has a re-ranker)."""
+    """Print the top-k images for a text query with their scores (filtered by kind and metadata;
+    re-ranked if the index has a re-ranker)."""
+    from trafficsearch.index.filters import parse_where
     from trafficsearch.search.opener import open_engine
 
+    conditions = parse_where(where or [], time_from, time_to)
     device = pick_device(device)
     with err.status("opening index ..."):
         engine = open_engine(index_dir, device=device)
-    hits = engine.search([text], k=k, kind=kind, rerank=rerank)[0]
+    hits = engine.search([text], k=k, kind=kind, where=conditions or None, rerank=rerank)[0]
+    meta = engine.data.metadata
+    records = [meta.record(meta.row_of_id(h.id)) for h in hits]
     if as_json:
-        console.print_json(json.dumps([h.__dict__ for h in hits]))
+        console.print_json(
+            json.dumps(
+                [
+                    {**h.__dict__, "camera": r.get("camera"), "time": r.get("time"), "extra": r.get("extra")}
+                    for h, r in zip(hits, records, strict=True)
+                ]
+            )
+        )
         return
     table = Table(title=text)
-    for column in ("#", "score", "name", "kind", "path"):
+    for column in ("#", "score", "name", "kind", "camera", "time", "path"):
         table.add_column(column)
-    for rank, hit in enumerate(hits, start=1):
-        table.add_row(str(rank), f"{hit.score:.4f}", hit.name, hit.kind, str(engine.image_path(hit.id)))
+    for rank, (hit, record) in enumerate(zip(hits, records, strict=True), start=1):
+        table.add_row(
+            str(rank),
+            f"{hit.score:.4f}",
+            hit.name,
+            hit.kind,
+            record.get("camera") or "",
+            record.get("time") or "",
+            str(engine.image_path(hit.id)),
+        )
     console.print(table)
 
 

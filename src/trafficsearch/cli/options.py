@@ -1,4 +1,5 @@
-"""Options shared by several commands, spelled once: `-k/--k`, `--device`, `--kind`, `--rerank/--no-rerank`.
+"""Options shared by several commands, spelled once: `-k/--k`, `--device`, `--kind`, `--rerank/--no-rerank`,
+`--where`, `--time-from`, `--time-to`.
 
 Every command that takes one of these builds it here, so the spelling, default and allowed values are the
 same everywhere (and `--kind` accepts exactly what the HTTP API accepts).
@@ -45,3 +46,18 @@ def pick_device(device: str) -> str:
     from trafficsearch.models.device import resolve_device
 
     return resolve_device(device)
+
+
+def where_option(
+    help: str = "Metadata filter, repeatable: camera=c1,c2 (any of), color=red, time>=2024-05-01T08:00, "
+    "id<100 (index/filters.py).",
+) -> Any:
+    return typer.Option(None, "--where", help=help)
+
+
+def time_from_option(help: str = "Only images at or after this time (ISO 8601).") -> Any:
+    return typer.Option(None, "--time-from", help=help)
+
+
+def time_to_option(help: str = "Only images at or before this time (a bare date includes that day).") -> Any:
+    return typer.Option(None, "--time-to", help=help)

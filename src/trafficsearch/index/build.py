@@ -9,23 +9,17 @@ finds every shard finished (merges are serialised by a lock and idempotent), or 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from trafficsearch.errors import IndexError_, TrafficSearchError
 from trafficsearch.index.encode import ShardCallback, encode_shards
-from trafficsearch.index.faiss_util import DEFAULT_FACTORY, add_vectors, build_faiss, load_faiss, save_faiss
+from trafficsearch.index.faiss_util import DEFAULT_FACTORY, save_faiss
 from trafficsearch.index.files import (
-    FORMAT,
-    FORMAT_VERSION,
     MANIFEST,
-    SKIPPED,
     cleanup_stale,
     gen_file,
     locked,
@@ -33,13 +27,15 @@ from trafficsearch.index.files import (
     new_generation,
     read_manifest,
 )
+from trafficsearch.index.imagemeta import write_image_metadata
 from trafficsearch.index.images import DEFAULT_MAX_PIXELS, expand_image_args, list_images
-from trafficsearch.index.metadata import ImageRow, write_metadata
+from trafficsearch.index.merge import merge_index
 from trafficsearch.index.plan import DEFAULT_SHARD_SIZE, Entry, Plan, check_compatible, new_plan
-from trafficsearch.index.shards import read_shard, shard_done
-from trafficsearch.index.store import load_vectors
-from trafficsearch.ioutil import atomic_open, atomic_write_json, file_sha256
+from trafficsearch.index.shards import shard_done
+from trafficsearch.ioutil import atomic_write_json, file_sha256
 from trafficsearch.models.factory import load_model
+
+__all__ = ["BuildResult", "add_images", "build_index", "commit_faiss", "merge_index"]
 
 
 @dataclass
@@ -94,6 +90,7 @@ def build_index(
     *,
     model_spec: str | Path | None = None,
     labels: str | Path | None = None,
+    metadata: str | Path | None = None,
     factory: str = DEFAULT_FACTORY,
     batch_size: int = 64,
     workers: int = 2,
@@ -105,7 +102,11 @@ def build_index(
     progress: bool = True,
     on_shard_done: ShardCallback | None = None,
 ) -> BuildResult:
-    """Encode every image under `gallery` into `out` (resuming finished shards); merge when all are done."""
+    """Encode every image under `gallery` into `out` (resuming finished shards); merge when all are done.
+
+    `metadata` (.csv/.jsonl: name, camera, time, any extra column) is validated against the gallery
+    before anything is encoded; a later run with another file replaces it.
+    """
     root = Path(gallery).resolve()
     if not root.is_dir():
         raise TrafficSearchError("gallery directory not found", path=gallery)
@@ -162,6 +163,8 @@ def build_index(
             plan.config["factory"] = factory
             if rank == 0:
                 plan.save(index_dir)
+    if metadata is not None and rank == 0:
+        write_image_metadata(index_dir, metadata, {e.name for e in plan.entries})
     fingerprint = plan.config["model_fingerprint"]
     mine = [i for i in range(len(plan.shards)) if i % world_size == rank]
     todo = [i for i in mine if not shard_done(index_dir, i, fingerprint)]
@@ -262,124 +265,6 @@ def add_images(
     )
     manifest = merge_index(index_dir, progress=progress)
     return BuildResult(index_dir, 0, 1, encoded, len(plan.shards) - len(todo), len(todo), True, manifest)
-
-
-def _previous(index_dir: Path) -> tuple[dict[str, Any] | None, np.ndarray | None]:
-    try:
-        manifest = read_manifest(index_dir)
-        return manifest, load_vectors(index_dir, manifest)
-    except TrafficSearchError:
-        return None, None
-
-
-def merge_index(index_dir: str | Path, factory: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Gather all finished shards into vectors + metadata + FAISS index, commit a new manifest, return it.
-
-    When the previous index is a prefix of the new rows (an `add`), its FAISS index is extended instead of
-    rebuilt, so trained (IVF/PQ) indexes keep their centroids and tuned settings.
-    """
-    index_dir = Path(index_dir)
-    with locked(index_dir):
-        plan = Plan.load(index_dir)
-        if plan is None:
-            raise IndexError_("no build plan: nothing to merge", path=index_dir)
-        fingerprint = plan.config["model_fingerprint"]
-        missing = [i for i in range(len(plan.shards)) if not shard_done(index_dir, i, fingerprint)]
-        if missing:
-            raise IndexError_(
-                f"{len(missing)} of {len(plan.shards)} shards are not encoded yet (first: {missing[:5]}); "
-                "finish the build on every rank, then merge",
-                path=index_dir,
-            )
-        shards = [read_shard(index_dir, i) for i in range(len(plan.shards))]
-        dim = int(plan.config["embed_dim"])
-        vectors = np.concatenate([s.vectors for s in shards]) if shards else np.zeros((0, dim), np.float16)
-        ids = np.concatenate([s.ids for s in shards])
-        sizes = np.concatenate([s.sizes for s in shards])
-        skipped = [item for s in shards for item in s.skipped]
-        if vectors.shape[1] != dim:
-            raise IndexError_(
-                f"shard vectors have dim {vectors.shape[1]}, the model says {dim}", path=index_dir
-            )
-        if not len(vectors):
-            raise IndexError_("no image could be encoded (see skipped.jsonl)", path=index_dir)
-        prev, prev_vectors = _previous(index_dir)
-        prev_faiss = (prev or {}).get("faiss", {})
-        factory = factory or prev_faiss.get("factory") or plan.config.get("factory") or DEFAULT_FACTORY
-        params: dict[str, Any] = {}
-        index = None
-        if prev is not None and prev_vectors is not None and prev_faiss.get("factory") == factory:
-            n_old = len(prev_vectors)
-            if n_old <= len(vectors) and np.array_equal(prev_vectors, vectors[:n_old]):
-                index = load_faiss(index_dir / prev["files"]["faiss"])
-                add_vectors(index, vectors[n_old:].astype(np.float32))
-                params = dict(prev_faiss.get("params") or {})
-        if index is None:
-            index = build_faiss(vectors.astype(np.float32), factory)
-        gen = new_generation()
-        files = {kind: gen_file(kind, gen) for kind in ("vectors", "metadata", "faiss")}
-        with atomic_open(index_dir / files["vectors"], "wb") as handle:
-            np.save(handle, vectors)
-        rows = [
-            ImageRow(
-                int(i),
-                row,
-                plan.entries[i].name,
-                plan.entries[i].path,
-                plan.entries[i].kind,
-                int(sizes[row][0]),
-                int(sizes[row][1]),
-            )
-            for row, i in enumerate(ids)
-        ]
-        write_metadata(index_dir / files["metadata"], rows)
-        save_faiss(index, index_dir / files["faiss"])
-        with atomic_open(index_dir / SKIPPED, "w") as handle:
-            for image_id, reason in sorted(skipped):
-                record = {"id": image_id, "path": plan.entries[image_id].path, "reason": reason}
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-        model_manifest = plan.config["model_manifest"]
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "created": (prev or {}).get("created", now),
-            "updated": now,
-            "count": int(len(vectors)),
-            "dim": dim,
-            "vectors_dtype": "float16",
-            "n_planned": len(plan.entries),
-            "n_skipped": len(skipped),
-            "model_name": plan.config["model_name"],
-            "model_spec": plan.config["model_spec"],
-            "model_fingerprint": fingerprint,
-            "model": model_manifest,
-            "preprocessing": model_manifest.get(
-                "preprocessing", {"image_size": model_manifest.get("image_size")}
-            ),
-            "decode": {
-                "max_pixels": plan.config.get("max_pixels"),
-                "jpeg_draft_min_side": 2 * int(model_manifest.get("image_size") or 0) or None,
-                "alpha_background": "white",
-            },
-            "gallery_root": plan.config["gallery_root"],
-            "labels": plan.config.get("labels"),
-            "kinds": {
-                k: int(v) for k, v in zip(*np.unique([r.kind for r in rows], return_counts=True), strict=True)
-            },
-            "faiss": {
-                "factory": factory,
-                "metric": "inner_product",
-                "params": params,
-                "ntotal": int(index.ntotal),
-            },
-            "tune": (prev or {}).get("tune") if params else None,
-            "build": {"shard_size": plan.config["shard_size"], "shards": len(plan.shards)},
-            "files": files,
-        }
-        atomic_write_json(index_dir / MANIFEST, manifest)
-        cleanup_stale(index_dir, set(files.values()))
-        return manifest
 
 
 def commit_faiss(

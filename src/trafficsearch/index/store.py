@@ -71,7 +71,7 @@ def open_index(index_dir: str | Path) -> IndexData:
         )
     faiss_path = _part(index_dir, manifest, "faiss")
     try:
-        index = load_faiss(faiss_path)
+        index = load_faiss(faiss_path, mmap=True)
     except RuntimeError as exc:
         raise IndexError_(
             f"FAISS index is unreadable: {str(exc).strip().splitlines()[-1]}", path=faiss_path

@@ -146,6 +146,22 @@ def tune_vectors(
     return TuneResult(best, trials, k, target, len(queries), n, index=built[best.factory])
 
 
+def encode_texts(model: Any, texts: Sequence[str]) -> np.ndarray:
+    """The distinct texts' embeddings [Q, D] float32, in first-seen order, under the inference precision."""
+    import torch
+
+    from trafficsearch.models.device import inference_precision
+
+    unique = list(dict.fromkeys(texts))
+    with torch.inference_mode(), inference_precision(getattr(model, "device", "cpu")):
+        return np.concatenate(
+            [
+                model.encode_texts(unique[i : i + 256]).float().cpu().numpy()
+                for i in range(0, len(unique), 256)
+            ]
+        )
+
+
 def tune_index_dir(
     index_dir: str | Path,
     texts: Sequence[str],
@@ -168,18 +184,7 @@ def tune_index_dir(
     from trafficsearch.index.files import check_fingerprint
 
     check_fingerprint(model, data.manifest, index_dir)
-    unique = list(dict.fromkeys(texts))
-    import torch
-
-    from trafficsearch.models.device import inference_precision
-
-    with torch.inference_mode(), inference_precision(getattr(model, "device", "cpu")):
-        queries = np.concatenate(
-            [
-                model.encode_texts(unique[i : i + 256]).float().cpu().numpy()
-                for i in range(0, len(unique), 256)
-            ]
-        )
+    queries = encode_texts(model, texts)
     result = tune_vectors(np.asarray(data.vectors, dtype=np.float32), queries, k=k, target=target, log=log)
     record = result.record()
     manifest = commit_faiss(

@@ -1,7 +1,8 @@
 """The search engine: the one code path from text to ranked images, shared by CLI, evaluation and service.
 
-text -> first stage top-`depth` over the allowed rows (one index's FAISS search, search/first_stage.py, or an
-ensemble's fusion, search/ensemble/fused.py) -> candidate stages (ITM re-ranking) -> top-k Hits.
+text -> first stage top-`depth` over the allowed rows (one index's vector store, search/first_stage.py: the
+FAISS directory or the store the manifest names, e.g. Milvus; or an ensemble's fusion,
+search/ensemble/fused.py) -> candidate stages (ITM re-ranking) -> top-k Hits.
 
 Kind routing (search/routing.py, `route=off|hard|soft`) decides which rows the first stage may return; the
 query kind is parsed once per search and passed to routing and to the first stage (per-kind weights).
@@ -21,9 +22,10 @@ import numpy as np
 
 from trafficsearch.errors import TrafficSearchError
 from trafficsearch.index.store import IndexData
+from trafficsearch.index.stores.base import VectorStore
 from trafficsearch.search import routing
 from trafficsearch.search.cache import TextCache, encode_queries
-from trafficsearch.search.first_stage import FaissFirstStage
+from trafficsearch.search.first_stage import StoreFirstStage
 from trafficsearch.search.stages import Candidates, FirstStage, Stage
 
 
@@ -39,8 +41,9 @@ class Hit:
 class SearchEngine:
     """Search one gallery: a first stage, then `stages` (always) and `rerank_stages` (when rerank=True).
 
-    The first stage is a FAISS search of one index (`FaissFirstStage`, the default, over `cache`'s query
-    vectors of `model`) or an ensemble's fusion (search/ensemble/fused.py); `route` is the default kind
+    The first stage is a search of one index's vector store (`StoreFirstStage`, the default, over `cache`'s
+    query vectors of `model`; `store`: the FAISS directory unless given, e.g. the Milvus collection the
+    manifest names) or an ensemble's fusion (search/ensemble/fused.py); `route` is the default kind
     routing. Open engines with search/opener.py `open_engine`; caches and stages come in here, never later.
     """
 
@@ -55,6 +58,7 @@ class SearchEngine:
         route: str = "off",
         soft_penalty: float = routing.DEFAULT_SOFT_PENALTY,
         cache: TextCache | None = None,
+        store: VectorStore | None = None,
     ) -> None:
         self.data = data
         self.model = model
@@ -62,12 +66,17 @@ class SearchEngine:
         self.rerank_stages: list[Stage] = list(rerank_stages)
         if first_stage is None:
             cache = cache if cache is not None else TextCache(self._encode_texts, capacity=cache_size)
-            first_stage = FaissFirstStage(data, cache)
+            first_stage = StoreFirstStage(data, cache, store)
         self.first_stage: FirstStage = first_stage
         self.route = routing.check_route(route)
         self.soft_penalty = float(soft_penalty)
         # filter (JSON) -> allowed rows (None: every row); the same array comes back per filter
         self._filters: dict[str, np.ndarray | None] = {}
+
+    @property
+    def store(self) -> VectorStore | None:
+        """The vector store the first stage searches (None for a fused first stage: members hold theirs)."""
+        return getattr(self.first_stage, "store", None)
 
     @property
     def cache(self) -> TextCache | None:
@@ -93,11 +102,17 @@ class SearchEngine:
     def _encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         return encode_queries(self.model, texts)
 
-    def _rows(self, kind: str | None, where: dict[str, Any] | None) -> tuple[np.ndarray | None, int]:
-        """(allowed rows or None for 'all rows', how many are allowed); cached per filter."""
+    @staticmethod
+    def _conditions(kind: str | None, where: dict[str, Any] | None) -> dict[str, Any]:
+        """The filter as one condition dict (Metadata.rows_where format), `kind` folded in."""
         conditions = dict(where or {})
         if kind is not None:
             conditions["kind"] = kind
+        return conditions
+
+    def _rows(self, kind: str | None, where: dict[str, Any] | None) -> tuple[np.ndarray | None, int]:
+        """(allowed rows or None for 'all rows', how many are allowed); cached per filter."""
+        conditions = self._conditions(kind, where)
         if not conditions:
             return None, self.data.count
         key = json.dumps(conditions, sort_keys=True, default=str)
@@ -126,7 +141,8 @@ class SearchEngine:
             first.setdefault(t, i)
         unique = list(first)
         unique_kinds = None if kinds is None else [kinds[first[t]] for t in unique]
-        found = self.first_stage.search(unique, min(depth, allowed), rows, unique_kinds)
+        conditions = self._conditions(kind, where) if rows is not None else None
+        found = self.first_stage.search(unique, min(depth, allowed), rows, unique_kinds, where=conditions)
         by_text = dict(zip(unique, found, strict=True))
         return [by_text[t] for t in texts]
 

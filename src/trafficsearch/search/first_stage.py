@@ -1,9 +1,11 @@
-"""The single-index first stage: FAISS top-`depth` of the (cached) query vectors over the allowed rows.
+"""The single-index first stage: the vector store's top-`depth` of the (cached) query vectors.
 
-This is the one place FAISS is searched: the engine's plain index and every ensemble member's top-N
-(search/ensemble/members.py) go through `FaissFirstStage`. A filter arrives as an array of allowed rows and is
-turned into an id selector, so a kind/metadata filter never loses hits to over-fetching; index types that
-take no selector (fast-scan PQ) fall back to an exact search over the allowed rows.
+Every first-stage search of one index goes through `StoreFirstStage`: the engine's plain index and every
+ensemble member's top-N (search/ensemble/members.py). The store is the index directory's FAISS index
+(index/stores/faiss_dir.py, the one place FAISS is searched) unless the manifest names another one (a Milvus
+collection, index/stores/milvus.py). The FAISS directory takes the allowed rows the engine computed (an id
+selector, so a filter never loses hits to over-fetching); a store that filters itself gets the conditions
+(`where`, kind included) and answers in image ids, mapped back to this index's rows.
 """
 
 from __future__ import annotations
@@ -11,37 +13,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import faiss
 import numpy as np
 
-from trafficsearch.index import exact, faiss_util
+from trafficsearch.errors import IndexError_
+from trafficsearch.index.stores.base import VectorStore
+from trafficsearch.index.stores.faiss_dir import FaissDirStore
 from trafficsearch.search.cache import TextCache
 from trafficsearch.search.stages import Candidates
 
 _QUERY_CHUNK = 1024
-_SELECTORS_KEPT = 16
 
 
-class FaissFirstStage:
-    """Top-`depth` rows of one index per text; `cache` supplies the query vectors (float32)."""
+class StoreFirstStage:
+    """Top-`depth` rows of one index per text; `cache` supplies the query vectors (float32), `store` (default:
+    the index directory's FAISS index) the top-k."""
 
-    def __init__(self, data: Any, cache: TextCache) -> None:
+    def __init__(self, data: Any, cache: TextCache, store: VectorStore | None = None) -> None:
         self.data = data
         self.cache = cache
-        self.params = dict(data.manifest.get("faiss", {}).get("params") or {})
-        # id(rows) -> (rows, selector): rows are kept alive with their selector, so the id stays theirs
-        self._selectors: dict[int, tuple[np.ndarray, faiss.IDSelector]] = {}
-
-    def _selector(self, rows: np.ndarray | None) -> faiss.IDSelector | None:
-        if rows is None:
-            return None
-        entry = self._selectors.get(id(rows))
-        if entry is None or entry[0] is not rows:
-            if len(self._selectors) >= _SELECTORS_KEPT:
-                self._selectors.clear()
-            entry = (rows, faiss.IDSelectorBatch(rows))
-            self._selectors[id(rows)] = entry
-        return entry[1]
+        self.store: VectorStore = store if store is not None else FaissDirStore(data.dir, data)
 
     def search(
         self,
@@ -49,36 +39,30 @@ class FaissFirstStage:
         depth: int,
         rows: np.ndarray | None,
         kinds: Sequence[str | None] | None = None,
+        where: dict[str, Any] | None = None,
     ) -> list[Candidates]:
-        """Candidates per text, best first; `rows` (None: all) are the allowed index rows."""
-        selector = self._selector(rows)
+        """Candidates per text, best first; `rows` (None: all) are the allowed index rows, `where` the
+        conditions they came from (kind included; what a store that filters itself needs)."""
+        if rows is not None and not where and not isinstance(self.store, FaissDirStore):
+            raise IndexError_(
+                f"the {self.store.backend} store filters by conditions, not by rows; pass `where`",
+                path=self.data.dir,
+                field="store",
+            )
         out: list[Candidates] = []
         for start in range(0, len(texts), _QUERY_CHUNK):
             chunk = list(texts[start : start + _QUERY_CHUNK])
-            vectors = self.cache.get(chunk)
-            try:
-                scores, found = self._search(vectors, depth, rows, selector)
-            except RuntimeError:  # some index types (fast-scan PQ) take no selector: exact over the subset
-                if rows is None:
-                    raise
-                scores, found = self._subset_search(rows, vectors, depth)
+            scores, found = self._search(self.cache.get(chunk), depth, rows, where)
             for s, r in zip(scores, found, strict=True):
                 keep = r >= 0
                 out.append(Candidates(r[keep].astype(np.int64), s[keep].astype(np.float32)))
         return out
 
-    # -- exact path (m2-fast, issue 13 item 4): a plain Flat index is scanned by index/exact.py ------------
     def _search(
-        self, vectors: np.ndarray, depth: int, rows: np.ndarray | None, selector: faiss.IDSelector | None
+        self, vectors: np.ndarray, depth: int, rows: np.ndarray | None, where: dict[str, Any] | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        if exact.is_exact(self.data.faiss):
-            return exact.search_exact(self.data.faiss, self.data.vectors, vectors, depth, rows)
-        return faiss_util.search(self.data.faiss, vectors, depth, self.params, selector)
-
-    def _subset_search(
-        self, allowed: np.ndarray, queries: np.ndarray, depth: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-`depth` among the allowed rows (for indexes without selector support)."""
-        scores = queries @ np.asarray(self.data.vectors[allowed], dtype=np.float32).T
-        top = np.argsort(-scores, axis=1, kind="stable")[:, :depth]
-        return np.take_along_axis(scores, top, axis=1), allowed[top]
+        """(scores, rows, -1 padded); stores other than the FAISS directory answer in image ids."""
+        if isinstance(self.store, FaissDirStore):
+            return self.store.search_rows(vectors, depth, rows=rows)
+        scores, ids = self.store.search(vectors, depth, (where or None) if rows is not None else None)
+        return scores, self.data.metadata.rows_of_ids(ids)

@@ -1,6 +1,7 @@
 """`open_engine`: the one way to open a search engine, for a plain index dir or an ensemble.
 
-- a plain index dir: its model (the manifest's spec, or the model / spec given), its FAISS first stage;
+- a plain index dir: its model (the manifest's spec, or the model / spec given), its first stage over the
+  vector store the manifest names (the FAISS directory by default, or e.g. a Milvus collection);
 - an ensemble dir (with ensemble.yaml) or an in-memory `EnsembleConfig`: its members' indexes and models, the
   fused first stage, routing and ITM re-ranking from the config.
 Either way every model's fingerprint is checked against its index (index/files.py `check_fingerprint`), and
@@ -18,6 +19,7 @@ from typing import Any
 from trafficsearch.errors import ConfigError, TrafficSearchError
 from trafficsearch.index.files import check_fingerprint
 from trafficsearch.index.store import open_index
+from trafficsearch.index.stores.factory import open_store
 from trafficsearch.models.base import can_rerank
 from trafficsearch.models.factory import load_model
 from trafficsearch.search.cache import TextCache
@@ -82,7 +84,8 @@ def open_engine(
         model = load_model(spec, device=device)
     check_fingerprint(model, data.manifest, index_dir)
     cache = caches(str(data.manifest["model_spec"])) if caches is not None else None
-    return SearchEngine(data, model, cache=cache)
+    store = open_store(index_dir, data.manifest) if data.manifest.get("store") else None
+    return SearchEngine(data, model, cache=cache, store=store)
 
 
 def open_ensemble(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -35,7 +35,8 @@ class Stage(Protocol):
 
 class FirstStage(Protocol):
     """Produces each text's top-`depth` candidates over the allowed rows (None: the whole gallery);
-    `kinds` are the texts' parsed kinds (None: not parsed by the caller)."""
+    `kinds` are the texts' parsed kinds (None: not parsed by the caller), `where` the conditions the rows
+    came from (kind included; for vector stores that filter themselves, e.g. Milvus)."""
 
     def search(
         self,
@@ -43,6 +44,7 @@ class FirstStage(Protocol):
         depth: int,
         rows: np.ndarray | None,
         kinds: Sequence[str | None] | None = None,
+        where: dict[str, Any] | None = None,
     ) -> list[Candidates]: ...
 
 

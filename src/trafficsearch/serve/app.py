@@ -196,7 +196,8 @@ def create_app(
     thumbs = ThumbnailCache(thumb_cache_bytes)
     limiter = RateLimiter(*rate_limit) if rate_limit else None
     service = Service(engine, batcher, TokenCheck(tokens), limiter, audit_log, UrlSigner())
-    request_model = search_request_model(max_k, max_text_len)
+    extra_columns = getattr(getattr(getattr(engine, "data", None), "metadata", None), "extra_keys", ())
+    request_model = search_request_model(max_k, max_text_len, tuple(extra_columns or ()))
     allowed_fields = list(request_model.model_fields)
 
     @asynccontextmanager

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 Kind = Literal["pedestrian", "vehicle"]
-# Metadata columns a `where` filter may name (index/metadata.py COLUMNS, less the internal row/path).
+# Metadata columns a `where` filter may name (index/metadata.py COLUMNS, less the internal row/path); an index
+# built with a metadata file adds its extra columns (Metadata.extra_keys, `where_type`).
 FilterColumn = Literal["id", "name", "kind", "width", "height", "camera", "time"]
 MAX_ID = 2**63 - 1
 MAX_FILTER_INT = 2**53  # sqlite holds 64-bit ints; JSON clients lose precision past 2**53 anyway
@@ -63,14 +65,20 @@ class Range(BaseModel):
 
 
 Condition = Scalar | Annotated[list[Scalar], Field(max_length=100)] | Range
-Where = Annotated[
-    dict[FilterColumn, Condition],
-    Field(
-        max_length=8,
-        description="Metadata filter: {column: value | [any of] | {gte, lte, gt, lt, eq, ne}}, "
-        'e.g. {"camera": ["c001", "c002"], "time": {"gte": 0, "lt": 3600}}.',
-    ),
-]
+_WHERE_HELP = (
+    "Metadata filter: {column: value | [any of] | {gte, lte, gt, lt, eq, ne}}, "
+    'e.g. {"camera": ["c001", "c002"], "time": {"gte": 0, "lt": 3600}}.'
+)
+Where = Annotated[dict[FilterColumn, Condition], Field(max_length=8, description=_WHERE_HELP)]
+
+
+def where_type(extra_columns: Sequence[str] = ()) -> Any:
+    """`Where` over the standard columns plus an index's extra metadata columns (so /docs lists them and
+    an unknown column is a 422 naming the allowed ones)."""
+    if not extra_columns:
+        return Where
+    columns = tuple(dict.fromkeys((*get_args(FilterColumn), *extra_columns)))
+    return Annotated[dict[Literal[columns], Condition], Field(max_length=8, description=_WHERE_HELP)]  # type: ignore[valid-type]
 
 
 def where_conditions(where: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -129,8 +137,12 @@ class SearchRequestBase(BaseModel):
         return self.image is not None or self.image_id is not None
 
 
-def search_request_model(max_k: int, max_text_len: int) -> type[SearchRequestBase]:
-    """A request model with this app's limits, so they are enforced and documented in one place."""
+def search_request_model(
+    max_k: int, max_text_len: int, extra_columns: Sequence[str] = ()
+) -> type[SearchRequestBase]:
+    """A request model with this app's limits, so they are enforced and documented in one place;
+    `extra_columns`: the index's extra metadata columns `where` may also name."""
+    where_field = where_type(extra_columns)
 
     text_field = Annotated[str, Field(min_length=1, max_length=max_text_len, pattern=r"\S")]
 
@@ -171,7 +183,7 @@ def search_request_model(max_k: int, max_text_len: int) -> type[SearchRequestBas
         k: json_int(1, max_k) = Field(10, description="How many images to return.")
         offset: json_int(0, MAX_OFFSET) = Field(0, description="Skip this many results first (paging).")
         kind: Kind | None = Field(None, description="Only pedestrians or only vehicles; null for both.")
-        where: Where | None = Field(None)
+        where: where_field | None = Field(None)  # type: ignore[valid-type]
         rerank: bool | None = Field(
             None,
             description="Re-rank the top candidates with the ITM head (text only; slower); null: the "

@@ -88,7 +88,9 @@ class FusedFirstStage:
         depth: int,
         rows: np.ndarray | None,
         kinds: Sequence[str | None] | None = None,
+        where: dict[str, Any] | None = None,
     ) -> list[Candidates]:
+        """`where`: the conditions `rows` came from, pushed to each member's store (union mode)."""
         if self.kind_weights and kinds is None:
             kinds = [query_kind(t) for t in texts]
         out: list[Candidates] = []
@@ -98,7 +100,7 @@ class FusedFirstStage:
             if self.n_candidates is None:
                 out.extend(self._exact(chunk, depth, rows, chunk_kinds))
             else:
-                out.extend(self._union(chunk, depth, rows, chunk_kinds))
+                out.extend(self._union(chunk, depth, rows, chunk_kinds, where))
         return out
 
     def _exact(
@@ -112,10 +114,15 @@ class FusedFirstStage:
         return [_top(fused[i], depth, rows) for i in range(len(texts))]
 
     def _union(
-        self, texts: list[str], depth: int, rows: np.ndarray | None, kinds: list[str | None] | None
+        self,
+        texts: list[str],
+        depth: int,
+        rows: np.ndarray | None,
+        kinds: list[str | None] | None,
+        where: dict[str, Any] | None = None,
     ) -> list[Candidates]:
         n = max(int(self.n_candidates or 0), depth)
-        tops = [m.top(texts, n, rows) for m in self.members]
+        tops = [m.top(texts, n, rows, where) for m in self.members]
         union = [np.unique(np.concatenate([t[i] for t in tops])) for i in range(len(texts))]
         fused = [np.zeros(len(u), np.float32) for u in union]
         weights = self.query_weights(texts, kinds)

@@ -17,11 +17,13 @@ import numpy as np
 from trafficsearch.errors import IndexError_
 from trafficsearch.index.files import check_fingerprint
 from trafficsearch.index.store import open_index
+from trafficsearch.index.stores.base import VectorStore
+from trafficsearch.index.stores.factory import open_store
 from trafficsearch.models.factory import load_model
 from trafficsearch.search import fusion
 from trafficsearch.search.cache import TextCache, encode_queries
 from trafficsearch.search.ensemble.config import ENSEMBLE_FILE, EnsembleConfig, member_index_dir
-from trafficsearch.search.first_stage import FaissFirstStage
+from trafficsearch.search.first_stage import StoreFirstStage
 
 _BLOCK = 32_768  # gallery rows per matmul block
 _FLOAT32_COPY_MAX = 32_000_000  # vector elements (128 MB in float32) a member keeps a float32 copy of
@@ -38,8 +40,11 @@ class Member:
     def scores(self, texts: Sequence[str], rows: np.ndarray | None) -> np.ndarray:
         raise NotImplementedError
 
-    def top(self, texts: Sequence[str], n: int, rows: np.ndarray | None) -> list[np.ndarray]:
-        """Reference rows of each query's top n (default: from the full row)."""
+    def top(
+        self, texts: Sequence[str], n: int, rows: np.ndarray | None, where: dict[str, Any] | None = None
+    ) -> list[np.ndarray]:
+        """Reference rows of each query's top n (default: from the full row); `where`: the conditions
+        `rows` came from, for members whose store filters itself."""
         scores = self.scores(texts, rows)
         n = min(n, scores.shape[1])
         part = np.argpartition(-scores, n - 1, axis=1)[:, :n] if n else np.zeros((len(texts), 0), int)
@@ -59,12 +64,19 @@ class EmbeddingMember(Member):
     """A model's index: text vectors (cached) dot the image vectors, aligned to the reference row order."""
 
     def __init__(
-        self, name: str, data: Any, model: Any, cache: TextCache | None = None, cache_size: int = 100_000
+        self,
+        name: str,
+        data: Any,
+        model: Any,
+        cache: TextCache | None = None,
+        cache_size: int = 100_000,
+        store: VectorStore | None = None,
     ) -> None:
-        """`cache`: the query-vector cache of `model` (shared with other engines over the same model)."""
+        """`cache`: the query-vector cache of `model` (shared with other engines over the same model);
+        `store`: the member index's vector store (default: its FAISS directory)."""
         self.name, self.data, self.model = name, data, model
         self.cache = cache if cache is not None else TextCache(self._encode, capacity=cache_size)
-        self._faiss = FaissFirstStage(data, self.cache)
+        self._first = StoreFirstStage(data, self.cache, store)
         self._inverse: np.ndarray | None = None
         self._own_rows: tuple[np.ndarray, np.ndarray] | None = None
         self._vectors: np.ndarray | None = None
@@ -113,15 +125,18 @@ class EmbeddingMember(Member):
         q = self.cache.get(texts)
         return [np.asarray(self._vectors[r], dtype=np.float32) @ q[i] for i, r in enumerate(rows_per_query)]
 
-    def top(self, texts: Sequence[str], n: int, rows: np.ndarray | None) -> list[np.ndarray]:
-        """Reference rows of each text's FAISS top n (the member's own index, searched by FaissFirstStage)."""
+    def top(
+        self, texts: Sequence[str], n: int, rows: np.ndarray | None, where: dict[str, Any] | None = None
+    ) -> list[np.ndarray]:
+        """Reference rows of each text's top n from the member's own store (StoreFirstStage: its FAISS
+        directory, or the store its manifest names, which gets `where` and answers in ids)."""
         assert self._perm is not None and self._inverse is not None, "bind() first"
         own = None
         if rows is not None:  # the same reference rows come back per filter: map them once
             if self._own_rows is None or self._own_rows[0] is not rows:
                 self._own_rows = (rows, self._perm[rows])
             own = self._own_rows[1]
-        found = self._faiss.search(texts, n, own)
+        found = self._first.search(texts, n, own, where=where)
         return [self._inverse[c.rows] for c in found]
 
     def stats(self, texts: Sequence[str], rows: np.ndarray | None) -> fusion.RowStats:
@@ -167,13 +182,14 @@ def open_members(
                 field=f"members.{m.name}",
             )
         data = open_index(index_dir)
+        store = open_store(index_dir, data.manifest) if data.manifest.get("store") else None
         if m.model not in models:
             models[m.model] = load_model(m.model, device=device)
         model = models[m.model]
         check_fingerprint(model, data.manifest, index_dir, what=f"member {m.name!r}: model")
         reference = reference or data
         cache = caches(m.model) if caches is not None else None
-        members.append(EmbeddingMember(m.name, data, model, cache=cache))
+        members.append(EmbeddingMember(m.name, data, model, cache=cache, store=store))
     assert reference is not None
     for member in members:
         member.bind(reference)
