@@ -74,6 +74,43 @@ def _onnxruntime() -> Any:
     return onnxruntime
 
 
+def _export_session(
+    ort: Any,
+    wrapper: nn.Module,
+    example: Any,
+    *,
+    mode: nn.Module,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+    threads: int | None,
+) -> Any:
+    """`wrapper` exported to ONNX (in memory, eval mode: `mode` is switched to eval for the export and back
+    after) and loaded as a CPU ONNX Runtime session: the one export + session recipe of this module."""
+    buffer = io.BytesIO()
+    was_training = mode.training
+    mode.eval()
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                wrapper,
+                example,
+                buffer,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                opset_version=17,
+                dynamo=False,
+            )
+    finally:
+        mode.train(was_training)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = int(threads or torch.get_num_threads())
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxTextEncoder:
     """texts -> [N, D] float32 numpy through an ONNX Runtime session exported from `model`'s text tower."""
 
@@ -82,28 +119,16 @@ class OnnxTextEncoder:
 
         self.kind, wrapper, example, names = _wrap(model)
         self.model = weakref.proxy(model)
-        buffer = io.BytesIO()
-        was_training = wrapper.training
-        wrapper.eval()
-        try:
-            with torch.no_grad():
-                torch.onnx.export(
-                    wrapper,
-                    example,
-                    buffer,
-                    input_names=names,
-                    output_names=["embedding"],
-                    dynamic_axes={n: {0: "batch", 1: "length"} for n in names},
-                    opset_version=17,
-                    dynamo=False,
-                )
-        finally:
-            wrapper.train(was_training)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads or torch.get_num_threads())
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+        self.session = _export_session(
+            ort,
+            wrapper,
+            example,
+            mode=wrapper,
+            input_names=names,
+            output_names=["embedding"],
+            dynamic_axes={n: {0: "batch", 1: "length"} for n in names},
+            threads=threads,
+        )
 
     def __call__(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         texts = list(texts)
@@ -189,33 +214,20 @@ class OnnxItmHead:
         width = int(blip.hf.config.vision_config.hidden_size)
         size = int(blip.image_size) // int(blip.hf.config.vision_config.patch_size)
         tokens = torch.zeros(2, size * size + 1, width)
-        buffer = io.BytesIO()
-        wrapper = _BlipItm(blip)
-        was_training = blip.training
-        blip.eval()
-        try:
-            with torch.no_grad():
-                torch.onnx.export(
-                    wrapper,
-                    (tok.input_ids, tok.attention_mask, tokens),
-                    buffer,
-                    input_names=["input_ids", "attention_mask", "tokens"],
-                    output_names=["logits"],
-                    dynamic_axes={
-                        "input_ids": {0: "pairs", 1: "length"},
-                        "attention_mask": {0: "pairs", 1: "length"},
-                        "tokens": {0: "pairs", 1: "image_tokens"},
-                    },
-                    opset_version=17,
-                    dynamo=False,
-                )
-        finally:
-            blip.train(was_training)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads or torch.get_num_threads())
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        self.session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+        self.session = _export_session(
+            ort,
+            _BlipItm(blip),
+            (tok.input_ids, tok.attention_mask, tokens),
+            mode=blip,
+            input_names=["input_ids", "attention_mask", "tokens"],
+            output_names=["logits"],
+            dynamic_axes={
+                "input_ids": {0: "pairs", 1: "length"},
+                "attention_mask": {0: "pairs", 1: "length"},
+                "tokens": {0: "pairs", 1: "image_tokens"},
+            },
+            threads=threads,
+        )
 
     def __call__(
         self, texts: Sequence[str], image_tokens: torch.Tensor, *, probabilities: bool = False
