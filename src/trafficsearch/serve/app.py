@@ -45,7 +45,7 @@ from trafficsearch.serve.schemas import (
     Health,
     SearchRequestBase,
     SearchResponse,
-    body_schema,
+    json_body,
     search_request_model,
     where_conditions,
 )
@@ -270,12 +270,7 @@ def create_app(
         response_model=SearchResponse,
         summary="Rank gallery images for a text, an example image, a gallery image, or a mix",
         dependencies=secured,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": body_schema(request_model)}},
-            }
-        },
+        openapi_extra=json_body(request_model),
         responses=responses(*errors_common, 404, 413, 429, 500),
     )
     async def search(request: Request) -> JSONResponse:

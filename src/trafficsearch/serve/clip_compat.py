@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from trafficsearch.serve.bodies import parse_json, read_body
 from trafficsearch.serve.errors import ApiError, responses, validation_response
-from trafficsearch.serve.schemas import JsonInt, body_schema, json_int
+from trafficsearch.serve.schemas import JsonInt, json_body, json_int
 from trafficsearch.serve.service import Query, Service, decode_image
 
 MAX_RESULT_IDS = 100_000
@@ -118,12 +118,7 @@ def add_clip_routes(
         summary="clip-retrieval: nearest images to a text, an image (base64) or an embedding",
         response_model=list[KnnResult],
         dependencies=secured,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": body_schema(knn_model)}},
-            }
-        },
+        openapi_extra=json_body(knn_model),
         responses=responses(400, 401, 413, 422, 429, 500),
     )
     async def knn_service(request: Request) -> JSONResponse:
@@ -183,12 +178,7 @@ def add_clip_routes(
         summary="clip-retrieval: metadata of result ids",
         response_model=list[MetadataEntry],
         dependencies=secured,
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": body_schema(metadata_model)}},
-            }
-        },
+        openapi_extra=json_body(metadata_model),
         responses=responses(400, 401, 413, 422),
     )
     async def metadata(request: Request) -> JSONResponse:

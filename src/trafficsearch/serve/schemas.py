@@ -268,6 +268,17 @@ def body_schema(model: type[BaseModel]) -> dict[str, Any]:
     return inline(schema)
 
 
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """A route's `openapi_extra` for a required JSON body of `model` (routes that read the body themselves,
+    so FastAPI does not document it)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": body_schema(model)}},
+        }
+    }
+
+
 def describe_errors(errors: list[dict], allowed: list[str] | None = None) -> str:
     """pydantic/FastAPI error list -> one readable line ("field 'k': Input should be ...; ...")."""
     parts = []
@@ -303,6 +314,7 @@ __all__ = [
     "SearchResponse",
     "body_schema",
     "describe_errors",
+    "json_body",
     "search_request_model",
     "where_conditions",
 ]
