@@ -69,25 +69,6 @@ XLMR_LARGE = {  # xlm-roberta-large's architecture (its Hugging Face config.json
 }
 XLMR_TINY = {**XLMR_LARGE, "vocab_size": 1000, "hidden_size": 32, "num_hidden_layers": 2}
 XLMR_TINY.update(num_attention_heads=2, intermediate_size=64, max_position_embeddings=80)
-BLIP_LARGE = {  # BLIP w/ ViT-L/16 at 224 px + BERT-base (Salesforce/blip-itm-large-coco's architecture)
-    "vision_config": {
-        "hidden_size": 1024,
-        "intermediate_size": 4096,
-        "num_hidden_layers": 24,
-        "num_attention_heads": 16,
-        "image_size": 224,
-        "patch_size": 16,
-    },
-    "text_config": {
-        "vocab_size": 30524,
-        "hidden_size": 768,
-        "intermediate_size": 3072,
-        "num_hidden_layers": 12,
-        "num_attention_heads": 12,
-        "max_position_embeddings": 512,
-    },
-    "image_text_hidden_size": 256,
-}
 
 
 class Clock:
@@ -203,10 +184,13 @@ def build_xlmr_clip(tiny: bool, work: Path) -> tuple[Any, str]:
 
 
 def blip_large_config(work: Path) -> Path:
+    """BLIP w/ ViT-L/16 at 224 px + BERT-base: the packaged BLIP-large architecture at the seed's size."""
+    from trafficsearch.models.blip import BLIP_LARGE_ARCHITECTURE as large
+
     path = work / "blip-large-random.json"
     spec = {
         "description": "BLIP-large architecture, random init (rehearsal)",
-        "blip_config": BLIP_LARGE,
+        "blip_config": {**large, "vision_config": {**large["vision_config"], "image_size": 224}},
         "preprocess": {"kind": "pad", "image_size": 224},
         "tokenizer": {"source": "@minilm", "max_length": 100},
     }
