@@ -26,27 +26,8 @@ def build_faiss(
 ) -> faiss.Index:
     """Create, train (on a seeded sample) and fill an inner-product index; ConfigError on a bad factory."""
     data = np.ascontiguousarray(vectors, dtype=np.float32)
-    n, dim = data.shape
-    try:
-        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as exc:
-        raise ConfigError(
-            f"invalid FAISS factory string {factory!r}: {_first_line(exc)}", field="factory"
-        ) from None
-    if not index.is_trained:
-        sample = data
-        if n > max_train:
-            rng = np.random.default_rng(seed)
-            sample = data[np.sort(rng.choice(n, max_train, replace=False))]
-        try:
-            index.train(sample)
-        except RuntimeError as exc:
-            raise ConfigError(
-                f"FAISS index {factory!r} cannot be trained on {n} vectors: {_first_line(exc)}; "
-                "use fewer lists/centroids or the exact 'Flat' index",
-                field="factory",
-            ) from None
-    if n:
+    index = new_faiss(data, factory, seed, max_train)
+    if len(data):
         index.add(data)
     return index
 
