@@ -30,7 +30,7 @@ from trafficsearch.models import onnx_text
 from trafficsearch.models.base import ItmScorer
 from trafficsearch.models.device import inference_precision
 from trafficsearch.search.cache import LRU
-from trafficsearch.search.stages import Candidates
+from trafficsearch.search.stages import Candidates, sort_candidates
 
 FORMS = ("seed", "itm_prob", "weighted")
 MERGES = ("block", "resort")
@@ -60,9 +60,9 @@ def merge_reranked(candidates: Candidates, new_scores: np.ndarray, merge: str = 
     k = len(new_scores)
     head_rows = candidates.rows[:k]
     if merge == "resort":
-        scores = np.concatenate([new_scores, candidates.scores[k:]]).astype(np.float32)
-        order = np.argsort(-scores, kind="stable")
-        return Candidates(candidates.rows[order], scores[order])
+        return sort_candidates(
+            candidates.rows, np.concatenate([new_scores, candidates.scores[k:]]).astype(np.float32)
+        )
     order = np.argsort(-new_scores, kind="stable")
     return Candidates(
         np.concatenate([head_rows[order], candidates.rows[k:]]),

@@ -49,5 +49,6 @@ class FirstStage(Protocol):
 
 
 def sort_candidates(rows: np.ndarray, scores: np.ndarray) -> Candidates:
+    """Rows by descending score; ties keep their input order (a stable sort)."""
     order = np.argsort(-scores, kind="stable")
     return Candidates(rows[order], scores[order])
