@@ -10,6 +10,10 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	# clip-retrieval's ClipClient and packaged web front for the compatibility tests, without its own
+	# dependencies: they pin numpy<2 and open-clip-torch<3 (ours: numpy 2, open-clip-torch 3.3); the client
+	# needs only requests (a test extra)
+	$(BIN)/pip install -q --no-deps clip-retrieval==2.45.0
 	touch $(STAMP)
 
 venv: $(STAMP)
