@@ -33,6 +33,9 @@ def _check_same(model) -> None:
     np.testing.assert_allclose(alone, got, atol=1e-4)
     np.testing.assert_allclose(encode_queries(model, TEXTS), got)  # what the engines' caches call
     assert onnx_text.query_encoder(model) is encoder  # exported once per model
+    # its ORT threads sleep between queries instead of spinning on the service's cores
+    options = encoder.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_blip_text_tower_matches_pytorch(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -108,6 +108,9 @@ def _export_session(
     options.intra_op_num_threads = int(threads or torch.get_num_threads())
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    # No busy-waiting between calls: spinning ORT workers took the service's cores from HTTP and FAISS
+    # (one-at-a-time cold queries 0.92x PyTorch with it, 1.5x without; results/service_cold_queries.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
 
 
