@@ -18,7 +18,7 @@ def encode_queries(model: Any, texts: Sequence[str]) -> np.ndarray:
     """Query vectors of `model` as float32 numpy (what every TextCache stores); autocast on a GPU."""
     from trafficsearch.models.device import inference_precision
 
-    fast = query_encoder(model)  # m2-fast: ONNX Runtime when TRAFFICSEARCH_QUERY_ENCODER=onnx
+    fast = query_encoder(model)  # ONNX Runtime when TRAFFICSEARCH_QUERY_ENCODER=onnx
     if fast is not None:
         return fast(list(texts))
 

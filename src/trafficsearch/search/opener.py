@@ -107,7 +107,7 @@ def open_ensemble(
         kind_weights=kind_weight_lists(config),
     )
     rerank = [rerank_stage_for(config, reference, loaded, device)] if config.rerank else []
-    attach_stored_tokens(rerank, reference, [m.data for m in members if hasattr(m, "data")])  # m2-fast
+    attach_stored_tokens(rerank, reference, [m.data for m in members if hasattr(m, "data")])
     return SearchEngine(
         reference,
         Ensemble(config, members, loaded),

@@ -162,7 +162,7 @@ class ItmRerankStage:
             return {key: candidates[i] for key, i in unique}
         features = self._features(rows)
         probabilities = self.form == "itm_prob"
-        fast = onnx_text.itm_head(self.model) if self.uses_tokens else None  # m2-fast: opt-in ONNX head
+        fast = onnx_text.itm_head(self.model) if self.uses_tokens else None  # opt-in ONNX head
         if fast is not None:
             itm = fast(pairs_text, features, probabilities=probabilities)
         elif self.uses_tokens:

@@ -58,7 +58,7 @@ def build_ensemble_index(
             raise IndexError_(
                 f"member {m.name!r} is not merged yet (other ranks still running)", path=index_dir
             )
-    if itm_tokens and config.rerank:  # m2-fast: the re-ranker's image tokens beside its member's index
+    if itm_tokens and config.rerank:  # the re-ranker's image tokens beside its member's index
         for m in config.members:
             if m.model != config.rerank.model:
                 continue
