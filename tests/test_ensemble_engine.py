@@ -18,40 +18,24 @@ from trafficsearch.search.ensemble import (
     EmbeddingMember,
     FusedFirstStage,
     Member,
-    build_ensemble_index,
     fit_weights,
     load_ensemble,
 )
 from trafficsearch.search.opener import Ensemble, open_engine
-from trafficsearch.testing.color import ColorModel, make_color_gallery, write_color_vehicles
+from trafficsearch.testing.color import (
+    COLOR_MODELS,
+    ColorModel,
+    build_color_ensemble,
+    make_color_gallery,
+)
 
 torch.set_num_threads(1)
-MODELS = {"color0": ColorModel(0), "color2": ColorModel(2)}
+MODELS = COLOR_MODELS
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ens")
-    write_color_vehicles(root / "g", root / "labels.txt", 24)
-    config = {
-        "name": "two-colours",
-        "normalization": "l2",
-        "members": [
-            {"name": "a", "model": "color0", "weight": 1.0},
-            {"name": "b", "model": "color2", "weight": 3.0},
-        ],
-    }
-    (root / "ens.yaml").write_text(yaml.safe_dump(config))
-    build_ensemble_index(
-        root / "ens.yaml",
-        root / "g",
-        root / "idx",
-        labels=root / "labels.txt",
-        models=MODELS,
-        progress=False,
-        workers=0,
-    )
-    return root
+    return build_color_ensemble(tmp_path_factory.mktemp("ens"))
 
 
 def _manual(engine: SearchEngine, text: str, weights: Sequence[float], method: str) -> list[str]:

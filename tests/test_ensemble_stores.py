@@ -8,43 +8,20 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from trafficsearch.index.stores.manage import detach_store, push_to_milvus
 from trafficsearch.index.stores.milvus import MilvusStore
-from trafficsearch.search.ensemble import build_ensemble_index
 from trafficsearch.search.opener import open_engine
-from trafficsearch.testing.color import ColorModel, write_color_vehicles
+from trafficsearch.testing.color import COLOR_MODELS, build_color_ensemble
 
 torch.set_num_threads(1)
-MODELS = {"color0": ColorModel(0), "color2": ColorModel(2)}
+MODELS = COLOR_MODELS
 KEEP = ["v00.jpg", "v03.jpg", "v05.jpg", "v08.jpg", "v11.jpg", "v17.jpg"]
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ens-store")
-    write_color_vehicles(root / "g", root / "labels.txt", 24)
-    config = {
-        "name": "two-colours",
-        "normalization": "l2",
-        "candidates": 4,
-        "members": [
-            {"name": "a", "model": "color0", "weight": 1.0},
-            {"name": "b", "model": "color2", "weight": 3.0},
-        ],
-    }
-    (root / "ens.yaml").write_text(yaml.safe_dump(config))
-    build_ensemble_index(
-        root / "ens.yaml",
-        root / "g",
-        root / "idx",
-        labels=root / "labels.txt",
-        models=MODELS,
-        progress=False,
-        workers=0,
-    )
-    return root
+    return build_color_ensemble(tmp_path_factory.mktemp("ens-store"), candidates=4)
 
 
 def _search(engine, where):  # noqa: ANN001, ANN202

@@ -5,7 +5,6 @@ and bad input as one line naming file and line."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,20 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
-from trafficsearch.cli import main
+from trafficsearch.testing.cli import run_cli
 
 torch.set_num_threads(2)
 N = 10
 
 
-def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str | Path) -> int:
-    monkeypatch.setattr(sys, "argv", ["trafficsearch", *map(str, args)])
-    try:
-        main()
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
+# camera c0 or c2, an extra column, and a time range with an offset (normalised to UTC)
+FILTERS = ("--where", "camera=c0,c2", "--where", "lane=1", "--time-from", "2024-05-02T10:00:00+01:00")
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -80,17 +73,7 @@ def test_metadata_filters_and_milvus_backend(
     query = (idx, "A red car.", "-k", str(N))
     everything = _hits(monkeypatch, capsys, *query)
     assert len(everything) == N
-    filtered = _hits(
-        monkeypatch,
-        capsys,
-        *query,
-        "--where",
-        "camera=c0,c2",
-        "--where",
-        "lane=1",
-        "--time-from",
-        "2024-05-02T10:00:00+01:00",
-    )
+    filtered = _hits(monkeypatch, capsys, *query, *FILTERS)
     expected = [
         h
         for h in everything
@@ -113,17 +96,7 @@ def test_metadata_filters_and_milvus_backend(
     np.testing.assert_allclose(
         [h["score"] for h in through_milvus], [h["score"] for h in everything], atol=1e-5
     )
-    filtered_milvus = _hits(
-        monkeypatch,
-        capsys,
-        *query,
-        "--where",
-        "camera=c0,c2",
-        "--where",
-        "lane=1",
-        "--time-from",
-        "2024-05-02T10:00:00+01:00",
-    )
+    filtered_milvus = _hits(monkeypatch, capsys, *query, *FILTERS)
     # the same hits and fields; scores to float32 rounding (Milvus FLAT vs the local BLAS scan)
     without_score = lambda hits: [{k: v for k, v in h.items() if k != "score"} for h in hits]  # noqa: E731
     assert without_score(filtered_milvus) == without_score(filtered)

@@ -123,3 +123,37 @@ def write_color_vehicles(images: Path, labels: Path, n: int, text: str = "A {col
     ]
     write_labels(records, labels)
     return ColorVehicles(images, labels, records)
+
+
+COLOR_MODELS = {"color0": ColorModel(0), "color2": ColorModel(2)}
+
+
+def build_color_ensemble(root: Path, n: int = 24, **config: object) -> Path:
+    """A two-member ensemble index (colour models "color0" weight 1, "color2" weight 3, l2) over `n` colour
+    vehicles under `root` (root/g, root/labels.txt, root/ens.yaml, root/idx); `config` adds or overrides
+    ensemble keys (e.g. candidates=4). Returns `root`."""
+    import yaml
+
+    from trafficsearch.search.ensemble import build_ensemble_index
+
+    write_color_vehicles(root / "g", root / "labels.txt", n)
+    ensemble = {
+        "name": "two-colours",
+        "normalization": "l2",
+        "members": [
+            {"name": "a", "model": "color0", "weight": 1.0},
+            {"name": "b", "model": "color2", "weight": 3.0},
+        ],
+        **config,
+    }
+    (root / "ens.yaml").write_text(yaml.safe_dump(ensemble))
+    build_ensemble_index(
+        root / "ens.yaml",
+        root / "g",
+        root / "idx",
+        labels=root / "labels.txt",
+        models=COLOR_MODELS,
+        progress=False,
+        workers=0,
+    )
+    return root
