@@ -56,7 +56,9 @@ def test_web_corpus_layout_names_and_resume(tmp_path):
     assert not names["train"] & names["val"]
     comp = tmp_path / "comp"
     generate_dataset(comp, 30, 10, n_test=10, seed=2, workers=1, progress=False)
-    comp_names = {r.image for n in ("train", "val", "test") for r in read_labels(split(comp, n).labels).records}
+    comp_names = {
+        r.image for n in ("train", "val", "test") for r in read_labels(split(comp, n).labels).records
+    }
     assert not (names["train"] | names["val"]) & comp_names
     first = split(root, "train").images / "web_00000001.jpg"
     before = first.read_bytes()

@@ -64,7 +64,10 @@ _FACING = {
     5: ("seen from the side", "in profile", "walking past"),
     6: ("seen from behind", "walking away", "with back to the camera"),
 }
-_TOP = {13: ("short-sleeved top", "t-shirt", "short sleeve shirt"), 14: ("long-sleeved top", "sweater", "jacket")}
+_TOP = {
+    13: ("short-sleeved top", "t-shirt", "short sleeve shirt"),
+    14: ("long-sleeved top", "sweater", "jacket"),
+}
 _PATTERN = {15: "striped", 16: "logo", 17: "plaid", 18: "patchwork"}
 _BAG = {
     9: ("with a handbag", "carrying a purse", "holding a handbag"),
