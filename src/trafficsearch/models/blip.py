@@ -36,6 +36,7 @@ from trafficsearch.models.bert_tokenizer import (
 from trafficsearch.models.checkpoint import state_digest
 from trafficsearch.models.family import Device, register_family
 from trafficsearch.models.missing import DOCTOR_HINT
+from trafficsearch.models.pretrained import FROM_BASE, check_from_base
 
 CONFIG_DIR = Path(__file__).parent / "blip_configs"
 BLIP_LARGE_ID = "Salesforce/blip-itm-large-coco"
@@ -540,6 +541,9 @@ def load_blip(path: str | Path, device: str | torch.device = "cpu") -> BlipRetri
     if not weights_path.is_file():
         raise ConfigError("weights.safetensors is missing", path=weights_path)
     hf_model = _build_random(meta["blip_config"])
+    base = meta.get(FROM_BASE) or {}
+    if base.get("text_init"):  # a packaged pre-trained checkpoint: the frozen BERT part from its package
+        init_text_from_bert(hf_model, base["text_init"])
     pre = _preprocess(meta.get("preprocess"), _vision_size(hf_model))
     model = BlipRetrieval(
         hf_model,
@@ -550,7 +554,9 @@ def load_blip(path: str | Path, device: str | torch.device = "cpu") -> BlipRetri
     )
     state = load_file(str(weights_path))
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    if base:
+        check_from_base(meta, list(missing), list(unexpected), directory)
+    elif missing or unexpected:
         raise ConfigError(
             f"weights do not match model.json: missing {missing[:3]}, unexpected {unexpected[:3]}",
             path=weights_path,
