@@ -126,3 +126,25 @@ def test_demo_configs_fine_tune_from_the_shipped_checkpoints():
         assert cfg.model.pretrained == f"package:{name}"
         assert resolve_pretrained(cfg.model.pretrained).name == name
         assert cfg.train.epochs <= 3 and cfg.model.lock_image
+
+
+@pytest.mark.slow
+def test_tiny_blip_pretraining_keeps_the_minilm_trunk_out_of_the_file(tmp_path):
+    plan = PretrainPlan(
+        "blip-small", "pretrain/blip-small", n_train=16, n_val=8, seed=1, overrides=(*TINY, "data.max_val=8")
+    )
+    entry = run_pretrain(plan, tmp_path, workers=1, show_progress=False)
+    export = Path(entry["export"])
+    info = json.loads((export / "model.json").read_text())
+    assert info["from_base"]["text_init"] == "@minilm"
+    keys = info["from_base"]["keys"]
+    # the frozen BERT part comes from the package, the cross-attention (trained) is in the file
+    assert any(".attention.self.query." in k for k in keys)
+    assert not any("crossattention" in k for k in keys)
+    full = load_model(tmp_path / "blip-small" / "best")
+    shipped = load_model(export)
+    pixels = torch.rand(2, 3, 64, 64)
+    texts = ["red Audi sedan parked on a street", "photo of a woman in a long coat with a backpack"]
+    assert torch.equal(full.encode_images(pixels), shipped.encode_images(pixels))
+    assert torch.equal(full.encode_texts(texts), shipped.encode_texts(texts))
+    assert torch.equal(full.itm_scores(texts, pixels), shipped.itm_scores(texts, pixels))

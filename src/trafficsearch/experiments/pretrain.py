@@ -23,7 +23,7 @@ class PretrainPlan:
 
     name: str
     config: str
-    n_train: int = 24000
+    n_train: int = 16000
     n_val: int = 1000
     seed: int = 0
     overrides: tuple[str, ...] = field(default_factory=tuple)
