@@ -145,13 +145,20 @@ def train_members(work: Path, root: Path, plan: DemoPlan, timings: dict[str, flo
     return checkpoints
 
 
-def index_split(work: Path, data: Any, checkpoints: dict[str, Path], models: Any, workers: int) -> list[Any]:
-    """Index one split once per member: WORK/index-<split>/<member>."""
+def index_split(
+    work: Path, data: Any, checkpoints: dict[str, Path], models: Any, workers: int, itm_tokens: bool = True
+) -> list[Any]:
+    """Index one split once per member: WORK/index-<split>/<member>; the re-ranker's index also stores its
+    ITM image tokens unless `itm_tokens` is False (the dev split is fitted on, never re-ranked)."""
     from trafficsearch.experiments.systems import MemberIndex, index_member
 
     folder = f"index-{data.name}"
     return [
-        MemberIndex(name, ckpt, index_member(ckpt, data, work / folder / name, models, workers=workers))
+        MemberIndex(
+            name,
+            ckpt,
+            index_member(ckpt, data, work / folder / name, models, workers=workers, itm_tokens=itm_tokens),
+        )
         for name, ckpt in checkpoints.items()
     ]
 
@@ -348,7 +355,7 @@ def run_demo(work: str | Path, plan: DemoPlan, console: Console | None = None) -
     if plan.dev and len(checkpoints) > 1:
         dev = replace(load_split_data(work / "dev-data", "val"), name="dev")
         dev_members = _timed(
-            t, "index dev", lambda: index_split(work, dev, checkpoints, models, plan.workers)
+            t, "index dev", lambda: index_split(work, dev, checkpoints, models, plan.workers, itm_tokens=False)
         )
         fit = _timed(t, "fit weights", lambda: fit_weights_on_dev(work, dev, dev_members, models, plan))
         out.fit = _fit_summary(fit, list(checkpoints))

@@ -147,20 +147,31 @@ def index_member(
     *,
     workers: int = 2,
     progress: bool = True,
+    itm_tokens: bool = True,
 ) -> Path:
-    """Index `data`'s gallery with one member (resumes finished shards); returns the index dir."""
+    """Index `data`'s gallery with one member (resumes finished shards); returns the index dir.
+
+    With `itm_tokens`, a member that can re-rank (an ITM head) also stores its ITM image tokens with the
+    index (index/itm_tokens.py), so re-ranking reads the candidates' tokens instead of decoding and
+    encoding them per query; a split that is never re-ranked (the fit's dev split) can skip them.
+    """
     from trafficsearch.index.build import build_index
+    from trafficsearch.index.itm_tokens import has_itm_tokens, write_itm_tokens
 
     checkpoint = Path(checkpoint).resolve()
+    model = models.get(checkpoint)
     build_index(
         data.images,
         out,
-        models.get(checkpoint),
+        model,
         model_spec=checkpoint,
         labels=data.labels,
         workers=workers,
         progress=progress,
     )
+    if itm_tokens and can_rerank(model) and hasattr(model, "itm_image_tokens"):
+        if not has_itm_tokens(out, model):  # a rerun finds them written
+            write_itm_tokens(out, model, progress=progress)
     return Path(out)
 
 
