@@ -248,10 +248,30 @@ def fit_fusion(
     grid: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0),
     by_kind: bool = True,
     min_gain: float = 0.0,
+    regularise: float = 0.0,
+    folds: int = 0,
+    fold_margin: float = 0.0,
+    seed: int = 0,
 ) -> Any:
-    """Fusion weights fitted on a held-out split (`members` indexed over `dev`): an ensemble FitResult."""
+    """Fusion weights fitted on a held-out split (`members` indexed over `dev`): an ensemble FitResult.
+
+    `regularise`, `folds`, `fold_margin`: the guards of search/ensemble/folds.py (a pull toward equal
+    weights; fitted weights kept only when they beat equal ones on held-out folds by more than the folds'
+    spread and the margin, else equal weights); `seed` shuffles the folds.
+    """
     engine = open_fused(out, members, models, normalization=normalization)
-    return fit_weights(engine, dev.records, grid=grid, rounds=2, by_kind=by_kind, min_gain=min_gain)
+    return fit_weights(
+        engine,
+        dev.records,
+        grid=grid,
+        rounds=2,
+        by_kind=by_kind,
+        min_gain=min_gain,
+        regularise=regularise,
+        folds=folds,
+        fold_margin=fold_margin,
+        fold_seed=seed,
+    )
 
 
 @contextmanager
