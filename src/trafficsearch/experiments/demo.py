@@ -228,9 +228,9 @@ def fit_lines(summary: dict[str, Any]) -> list[str]:
     ]
     folds = summary.get("folds")
     if folds:
-        fitted = " ".join(f"{100 * x:.2f}" for x in folds["fitted"])
-        equal = " ".join(f"{100 * x:.2f}" for x in folds["equal"])
-        lines.append(f"  held-out dev mAP@10 on {folds['folds']} folds: fitted {fitted}; equal {equal}")
+        lines.append(f"  held-out dev mAP@10 on {folds['folds']} folds:")
+        for name in ("fitted", "equal"):
+            lines.append(f"    {name:>6} weights: " + " ".join(f"{100 * x:.2f}" for x in folds[name]))
     lines.append(f"  {summary['reason']}")
     weights = {"all": summary["weights"], **summary["kind_weights"]}
     lines.append(
@@ -328,12 +328,13 @@ def print_tables(console: Console, rows: list[dict]) -> None:
 
 
 def print_comparison(console: Console, comparison: dict[str, Any]) -> None:
+    """Per split, two lines under WIDTH columns: which systems are compared, then by how much."""
     for split_name, c in comparison.items():
+        console.print(f"{split_name}: {c['system']} vs the best single model ({c['best_single']}), points:")
         console.print(
-            f"{split_name}: {c['system']} vs the best single model ({c['best_single']}): "
-            f"official mAP@10 {c['map_official_equal_points']:+.2f} points (equal), "
+            f"  official mAP@10 {c['map_official_equal_points']:+.2f} (equal), "
             f"{c['map_official_contain_points']:+.2f} (contain); "
-            f"mAP/min(R,10) {c['map_at_k_equal_points']:+.2f} points "
+            f"mAP/min(R,10) {c['map_at_k_equal_points']:+.2f} "
             f"({100 * c.get('map_at_k_equal_relative', 0.0):+.1f}% relative)"
         )
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from trafficsearch.experiments.demo import DemoPlan, load_results, run_demo
-from trafficsearch.experiments.labels import BEST_SINGLE, FULL_SYSTEM, FUSION, short
+from trafficsearch.experiments.labels import BEST_SINGLE, FULL_SYSTEM, FUSION
 
 KINDS = {"overall": None, "vehicle": "vehicle", "pedestrian": "pedestrian"}
 RULES = ("equal", "contain")
@@ -168,16 +168,18 @@ def plan_differences(saved_plan: dict[str, Any], plan: DemoPlan) -> list[str]:
 
 
 def difference_lines(summary: dict[str, Any]) -> list[str]:
-    """One line per split: the full system minus the best single model (and minus fusion), per seed."""
+    """One line per split: the full system minus the best single model in points, mean ± sd (each seed's),
+    and minus fusion alone (what ITM re-ranking adds)."""
     lines = []
     for split in SPLITS:
         d = summary["full_minus_best_single"].get(split, {})
         if not d.get("n"):
             continue
         sd = "" if d["std"] is None else f" ± {d['std']:.2f}"
+        name = "full system" if summary["full_system"] == FULL_SYSTEM else summary["full_system"]
         line = (
-            f"{split}: {short(summary['full_system'])} - best single: {d['mean']:+.2f}{sd} points over "
-            f"{d['n']} seeds ({' '.join(f'{v:+.2f}' for v in d['values'])})"
+            f"{split}: {name} - best single {d['mean']:+.2f}{sd} "
+            f"({' '.join(f'{v:+.2f}' for v in d['values'])})"
         )
         f = summary.get("full_minus_fusion", {}).get(split, {})
         if f.get("n"):
