@@ -74,6 +74,14 @@ def main() -> None:
         train_member(plan.config, root, run, VARIANTS[name], seed=args.seed, show_progress=False)
         rows.append({"variant": name, **best_val(run), "train_s": round(time.perf_counter() - start, 1)})
         print(f"[{i + 1}/{len(args.only)}] {name}: {rows[-1]}", flush=True)
+    # rows of earlier invocations on the same plan are kept (variants can be run one at a time)
+    old = args.out.with_suffix(".json")
+    if old.is_file():
+        prev = json.loads(old.read_text())
+        same = all(prev.get("args", {}).get(k) == getattr(args, k) for k in ("train", "val", "seed"))
+        done = {r["variant"] for r in rows}
+        rows += [r for r in prev.get("rows", []) if same and r["variant"] not in done]
+    rows.sort(key=lambda r: list(VARIANTS).index(r["variant"]))
     table = Table(
         title=f"CLIP default, val official mAP@10 x100 (equal), {args.val} real val labels", width=100
     )
