@@ -148,3 +148,28 @@ def test_tiny_blip_pretraining_keeps_the_minilm_trunk_out_of_the_file(tmp_path):
     assert torch.equal(full.encode_images(pixels), shipped.encode_images(pixels))
     assert torch.equal(full.encode_texts(texts), shipped.encode_texts(texts))
     assert torch.equal(full.itm_scores(texts, pixels), shipped.itm_scores(texts, pixels))
+
+
+def test_mean_text_pooling_for_a_minilm_text_encoder(tmp_path):
+    """MiniLM's frozen [CLS] output is one vector for every caption; the config's mean pooling is not, and
+    it survives a save/load."""
+    from trafficsearch.models.blip import BlipRetrieval, create_blip, load_blip, load_blip_config
+
+    texts = ["red Audi sedan parked on a street", "photo of a woman in a long coat with a backpack"]
+    cfg = load_blip_config("blip-small-minilm3")
+    assert cfg["text_pool"] == "mean"
+    (tmp_path / "cls.json").write_text(json.dumps({**cfg, "text_pool": "cls"}))
+    cls = create_blip(tmp_path / "cls.json")
+    mean = create_blip("blip-small-minilm3")
+    tok = cls.tokenizer(texts)
+    with torch.no_grad():
+        first = cls.hf.text_encoder(input_ids=tok.input_ids, attention_mask=tok.attention_mask)
+        a, b = torch.nn.functional.normalize(first.last_hidden_state[:, 0], dim=-1)
+    assert float(a @ b) > 0.999  # why mean pooling: [CLS] carries nothing of the caption
+    emb = mean.encode_texts(texts)
+    assert float(emb[0] @ emb[1]) < 0.95
+    mean.save(tmp_path / "ckpt")
+    back = load_blip(tmp_path / "ckpt")
+    assert back.text_pool == "mean" and torch.equal(back.encode_texts(texts), emb)
+    with pytest.raises(ConfigError, match="not one of cls, mean"):
+        BlipRetrieval(mean.hf, mean.tokenizer, mean.preprocess, name="x", text_pool="max")
