@@ -73,6 +73,7 @@ def main() -> None:
         run = args.work / f"run-{list(VARIANTS).index(name)}"
         train_member(plan.config, root, run, VARIANTS[name], seed=args.seed, show_progress=False)
         rows.append({"variant": name, **best_val(run), "train_s": round(time.perf_counter() - start, 1)})
+        atomic_write_json(args.work / "rows.json", rows)  # a killed invocation keeps what it measured
         print(f"[{i + 1}/{len(args.only)}] {name}: {rows[-1]}", flush=True)
     # rows of earlier invocations on the same plan are kept (variants can be run one at a time)
     old = args.out.with_suffix(".json")
