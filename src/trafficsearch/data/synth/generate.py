@@ -24,7 +24,7 @@ from trafficsearch.errors import ConfigError
 from trafficsearch.ioutil import atomic_write_bytes, atomic_write_json
 
 MANIFEST = "synth.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: brands drawn as vehicle design (data/synth/brand_design.py)
 JPEG_QUALITY = 95
 
 
