@@ -7,6 +7,10 @@ and 32 queries per call, timed in interleaved rounds so machine load hits every 
 
     .venv/bin/python benchmarks/search_latency.py [--quick] [--sizes 100000 1000000] [--queries 1000]
     .venv/bin/python benchmarks/search_latency.py --exact-only --sizes 1000000   # 10000000: ~16 GB RAM
+    .venv/bin/python benchmarks/search_latency.py --index DIR   # numpy vs the engine over a built index
+
+`--index` times numpy brute force and the engine's kernel over the memory-mapped float32 storage of an
+existing Flat index directory (e.g. the 10M one `benchmarks/city_scale.py --keep` leaves), no copy.
 
 Run it once as the environment is and once with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`: the table
 names the OpenBLAS kernel each library ran (threadpoolctl).
@@ -142,6 +146,47 @@ def exact_rows(n: int, vectors: np.ndarray, queries: np.ndarray, rounds: int, co
     return rows
 
 
+def index_rows(index_dir: Path, rounds: int, console: Console) -> list[dict]:
+    """numpy brute force vs the engine's kernel over a built Flat index's memory-mapped float32 storage."""
+    from trafficsearch.index.store import open_index
+
+    data = open_index(index_dir)
+    storage = flat_storage(data.faiss)
+    if storage is None:
+        raise SystemExit(f"{index_dir}: not a Flat inner-product index (no float32 storage to scan)")
+    n = len(storage)
+    rng = np.random.default_rng(7)
+    picks = np.sort(rng.choice(n, 64, replace=False))
+    queries = np.asarray(storage[picks]) + 0.3 * rng.standard_normal((64, storage.shape[1]), np.float32)
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    methods = {
+        "numpy brute force": lambda q: numpy_topk(storage, q),
+        "blocked, Flat fp32 (engine)": lambda q: topk(storage, q, K),
+    }
+    with console.status(f"{n:,}: checking the engine against numpy ..."):
+        truth = numpy_topk(storage, queries[:32])
+        found = topk(storage, queries[:32], K)[1]
+    times: dict[tuple[str, int], list[float]] = {(m, b): [] for m in methods for b in (1, 32)}
+    with console.status(f"{n:,}: {rounds} interleaved rounds over the memory-mapped index ..."):
+        for r in range(rounds):
+            for batch in (1, 32):
+                q = queries[(r * batch) % len(queries) :][:batch]
+                for name, fn in methods.items():
+                    start = time.perf_counter()
+                    fn(q)
+                    times[(name, batch)].append((time.perf_counter() - start) * 1000)
+    base = {b: float(np.median(times[("numpy brute force", b)])) for b in (1, 32)}
+    rows = []
+    for name in methods:
+        row: dict = {"n": n, "method": name, "index": str(index_dir)}
+        for b in (1, 32):
+            ms = float(np.median(times[(name, b)]))
+            row[f"ms_q{b}"], row[f"x_numpy_q{b}"] = ms, base[b] / ms
+        row["recall@10"] = 1.0 if name.startswith("numpy") else recall_at_k(found, truth)
+        rows.append(row)
+    return rows
+
+
 def candidates(n: int, dim: int, with_hnsw: bool) -> list[tuple[str, str | None, list[int]]]:
     nlist = 1 << round(math.log2(max(16, 1.5 * math.sqrt(n))))
     probes = [p for p in (1, 2, 4, 8, 16, 32, 64, 128) if p <= nlist]
@@ -218,12 +263,18 @@ def main() -> None:
     )
     parser.add_argument("--exact-only", action="store_true", help="only the exact-kernel comparison")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds of the exact kernels")
+    parser.add_argument(
+        "--index", type=Path, default=None, help="time the exact kernels over this built Flat index"
+    )
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.queries, args.single = [20_000], 200, 50
     console = Console()
     dim = default_dim()
     rows, trials, exact = [], [], []
+    if args.index is not None:
+        exact += index_rows(args.index, args.rounds, console)
+        args.sizes, args.exact_only = [], True
     for n in args.sizes:
         vectors, queries = synthetic(n, dim, max(args.queries, 64))
         exact += exact_rows(n, vectors, queries, args.rounds, console)
@@ -260,6 +311,8 @@ def main() -> None:
         console.print(table)
     m = machine_info()
     suffix = "_quick" if args.quick else ("_exact" if args.exact_only else "")
+    if args.index is not None:
+        suffix = f"_index-{exact[0]['n']}"
     if os.environ.get("OPENBLAS_CORETYPE") is None:
         suffix += "_nocoretype"
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -65,12 +65,12 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
     # single models and systems on val carry a cold single-query latency; re-ranking costs time
     val_latency = {s: rows[("val", s, "equal")]["latency_ms"]["p50"] for s in SYSTEMS[:-1]}
     assert all(v > 0 for v in val_latency.values())
-    # the comparison names the best single model (by mAP/min(R,10)) and the full system's difference to it
+    # the comparison names the best single model (by official mAP@10) and the full system's difference to it
     for split in ("val", "test-style"):
         c = result.comparison[split]
         assert c["system"] == FULL_SYSTEM and c["best_single"] in ("clip", "blip", "attributes")
         best = max(
-            ("clip", "blip", "attributes"), key=lambda s: rows[(split, s, "equal")]["overall"]["map_at_k"]
+            ("clip", "blip", "attributes"), key=lambda s: rows[(split, s, "equal")]["overall"]["map_official"]
         )
         assert c["best_single"] == best
         diff = (
@@ -78,11 +78,21 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
             - rows[(split, best, "equal")]["overall"]["map_official"]
         )
         assert c["map_official_equal_points"] == pytest.approx(100 * diff, abs=0.01)
-    # fusion weights were fitted on the dev split, one set per query kind, and the fused engine uses them
-    assert set(result.fit["kind_weights"]) == {"vehicle", "pedestrian"}
+    # fusion weights were fitted on the dev split (one set per query kind) and fold-checked: the fused
+    # engine uses them when they beat equal weights on the held-out folds, else equal weights
+    fit = result.fit
+    assert fit["folds"]["folds"] == plan.fit_folds and fit["kept"] == fit["folds"]["keep"]
+    assert len(fit["folds"]["fitted"]) == len(fit["folds"]["equal"]) == plan.fit_folds
     saved_ensemble = (work / "ensemble-val" / "ensemble.yaml").read_text()
-    assert "kind_weights" in saved_ensemble
+    if fit["kept"]:
+        assert set(fit["kind_weights"]) == {"vehicle", "pedestrian"} and "kind_weights" in saved_ensemble
+    else:
+        assert fit["kind_weights"] == {} and set(fit["weights"].values()) == {1.0}
+        assert "equal weights kept" in fit["reason"]
     assert (work / "dev-data" / "val" / "val_label.txt").is_file()
+    # the re-ranker's val index stores its ITM image tokens; the dev indexes (never re-ranked) do not
+    assert (work / "index-val" / "blip" / "itm_tokens.npy").is_file()
+    assert not list((work / "index-dev").rglob("itm_tokens.npy"))
 
     saved = json.loads((work / "results.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(result.rows))

@@ -147,20 +147,31 @@ def index_member(
     *,
     workers: int = 2,
     progress: bool = True,
+    itm_tokens: bool = True,
 ) -> Path:
-    """Index `data`'s gallery with one member (resumes finished shards); returns the index dir."""
+    """Index `data`'s gallery with one member (resumes finished shards); returns the index dir.
+
+    With `itm_tokens`, a member that can re-rank (an ITM head) also stores its ITM image tokens with the
+    index (index/itm_tokens.py), so re-ranking reads the candidates' tokens instead of decoding and
+    encoding them per query; a split that is never re-ranked (the fit's dev split) can skip them.
+    """
     from trafficsearch.index.build import build_index
+    from trafficsearch.index.itm_tokens import has_itm_tokens, write_itm_tokens
 
     checkpoint = Path(checkpoint).resolve()
+    model = models.get(checkpoint)
     build_index(
         data.images,
         out,
-        models.get(checkpoint),
+        model,
         model_spec=checkpoint,
         labels=data.labels,
         workers=workers,
         progress=progress,
     )
+    if itm_tokens and can_rerank(model) and hasattr(model, "itm_image_tokens"):
+        if not has_itm_tokens(out, model):  # a rerun finds them written
+            write_itm_tokens(out, model, progress=progress)
     return Path(out)
 
 
@@ -237,10 +248,30 @@ def fit_fusion(
     grid: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0),
     by_kind: bool = True,
     min_gain: float = 0.0,
+    regularise: float = 0.0,
+    folds: int = 0,
+    fold_margin: float = 0.0,
+    seed: int = 0,
 ) -> Any:
-    """Fusion weights fitted on a held-out split (`members` indexed over `dev`): an ensemble FitResult."""
+    """Fusion weights fitted on a held-out split (`members` indexed over `dev`): an ensemble FitResult.
+
+    `regularise`, `folds`, `fold_margin`: the guards of search/ensemble/folds.py (a pull toward equal
+    weights; fitted weights kept only when they beat equal ones on held-out folds by more than the folds'
+    spread and the margin, else equal weights); `seed` shuffles the folds.
+    """
     engine = open_fused(out, members, models, normalization=normalization)
-    return fit_weights(engine, dev.records, grid=grid, rounds=2, by_kind=by_kind, min_gain=min_gain)
+    return fit_weights(
+        engine,
+        dev.records,
+        grid=grid,
+        rounds=2,
+        by_kind=by_kind,
+        min_gain=min_gain,
+        regularise=regularise,
+        folds=folds,
+        fold_margin=fold_margin,
+        fold_seed=seed,
+    )
 
 
 @contextmanager
