@@ -10,7 +10,12 @@ from typer.testing import CliRunner
 from trafficsearch.cli import app
 from trafficsearch.data.labels import read_labels, read_queries
 from trafficsearch.data.layout import split
-from trafficsearch.data.synth.generate import generate_dataset, is_complete_jpeg, render_labels
+from trafficsearch.data.synth.generate import (
+    GENERATOR_VERSION,
+    generate_dataset,
+    is_complete_jpeg,
+    render_labels,
+)
 from trafficsearch.data.synth.grammar import sample_records
 from trafficsearch.errors import ConfigError
 
@@ -89,6 +94,27 @@ def test_resume_refuses_other_arguments(dataset):
     root, _ = dataset
     with pytest.raises(ConfigError, match="same arguments"):
         generate_dataset(root, 61, 20, seed=5, noise_rate=0.2, n_test=30, workers=1, progress=False)
+
+
+def test_a_data_set_from_an_older_renderer_is_rendered_again_not_mixed(tmp_path):
+    import json
+
+    generate_dataset(tmp_path, 6, 4, seed=1, workers=1, progress=False)
+    images = split(tmp_path, "train").images
+    fresh = {p.name: p.read_bytes() for p in images.iterdir()}
+    for p in images.iterdir():
+        p.write_bytes(b"\xff\xd8 an older renderer's image \xff\xd9")  # a complete JPEG to the resume check
+    manifest = tmp_path / "synth.json"
+    data = json.loads(manifest.read_text())
+    data["params"]["version"] = GENERATOR_VERSION - 1
+    manifest.write_text(json.dumps(data))
+    generate_dataset(tmp_path, 6, 4, seed=1, workers=1, progress=False)
+    assert {p.name: p.read_bytes() for p in images.iterdir()} == fresh
+    assert json.loads(manifest.read_text())["params"]["version"] == GENERATOR_VERSION
+    data["params"]["n_train"] = 7  # other arguments as well: still refused
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="same arguments"):
+        generate_dataset(tmp_path, 6, 4, seed=1, workers=1, progress=False)
 
 
 def test_cli_generate_render_and_sheet(tmp_path):

@@ -25,7 +25,7 @@ from trafficsearch.errors import ConfigError
 from trafficsearch.ioutil import atomic_write_bytes, atomic_write_json
 
 MANIFEST = "synth.json"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: brands drawn as vehicle design (data/synth/brand_design.py)
 JPEG_QUALITY = 95
 
 
@@ -95,6 +95,15 @@ def _run(jobs: list[tuple[Record, str, int, str]], workers: int) -> Iterator[str
         yield from pool.imap_unordered(_render_one, jobs, chunksize=32)
 
 
+def _discard_images(root: Path) -> None:
+    """Delete the rendered JPEGs of every split (labels are a pure function of the arguments: kept)."""
+    for name in ("train", "val", "test"):
+        folder = split(root, name).images
+        if folder.is_dir():
+            for image in folder.glob("*.jpg"):
+                image.unlink()
+
+
 def _check_manifest(root: Path, params: dict) -> None:
     path = root / MANIFEST
     if not path.is_file():
@@ -102,7 +111,11 @@ def _check_manifest(root: Path, params: dict) -> None:
     import json
 
     old = json.loads(path.read_text(encoding="utf-8"))
-    if old.get("params") != params:
+    before = dict(old.get("params") or {})
+    if before.get("version") != params["version"] and {**before, "version": params["version"]} == params:
+        _discard_images(root)  # same arguments, older renderer: render again rather than mix two renderers
+        return
+    if before != params:
         raise ConfigError(
             f"folder already holds a synthetic data set made with {old.get('params')}; "
             "use the same arguments to resume, or a new --out folder",

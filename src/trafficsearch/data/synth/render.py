@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 from trafficsearch.data.records import Record, VehicleAttributes
+from trafficsearch.data.synth.brand_design import BrandDesign, brand_design
 from trafficsearch.data.synth.grammar import brand_types
 from trafficsearch.data.vocab import BRANDS, COLORS
 
@@ -535,22 +536,27 @@ class _Painter:
 
 
 def _emblem(p: _Painter, brand: str, x: float, y: float, r: float) -> None:
-    """Brand emblem: shape, colour and a 3x3 glyph all derived from the brand index."""
+    """Brand emblem: a bold shape from the brand's design, its colour and a 3x3 glyph from the brand index."""
     b = BRANDS.index(brand)
-    shape, rgb = b % 6, _EMBLEM_RGB[(b // 6) % 4]
+    shape, rgb = brand_design(brand).emblem, _EMBLEM_RGB[(b // 8) % 4]
     box = (x - r, y - r, x + r, y + r)
-    if shape == 0:
+    if shape == "disc":
         p.part("ellipse", box, rgb)
-    elif shape == 1:
-        p.part("ellipse", (x - r * 1.4, y - r * 0.8, x + r * 1.4, y + r * 0.8), rgb)
-    elif shape == 2:
-        p.part("polygon", [(x - r, y - r), (x + r, y - r), (x, y + r * 1.1)], rgb)
-    elif shape == 3:
+    elif shape == "oval":
+        p.part("ellipse", (x - r * 1.5, y - r * 0.75, x + r * 1.5, y + r * 0.75), rgb)
+    elif shape == "triangle":
+        p.part("polygon", [(x - r * 1.1, y - r), (x + r * 1.1, y - r), (x, y + r * 1.15)], rgb)
+    elif shape == "diamond":
         p.part("polygon", [(x, y - r * 1.2), (x + r * 1.2, y), (x, y + r * 1.2), (x - r * 1.2, y)], rgb)
-    elif shape == 4:
+    elif shape == "square":
         p.part("rectangle", box, rgb)
-    else:
+    elif shape == "hexagon":
         p.part("regular_polygon", (x, y, r * 1.1), rgb, n_sides=6)
+    elif shape == "wing":  # a wide chevron with wings
+        p.part("polygon", [(x - r * 2, y - r * 0.6), (x, y), (x + r * 2, y - r * 0.6), (x, y + r * 0.8)], rgb)
+    else:  # ring
+        p.part("ellipse", box, rgb)
+        p.part("ellipse", (x - r * 0.55, y - r * 0.55, x + r * 0.55, y + r * 0.55), (25, 25, 28))
     bits = (b * 37 + 11) % 511 + 1
     dark = (15, 15, 20) if sum(rgb) > 300 else (240, 240, 240)
     cell = r * 0.5
@@ -561,13 +567,99 @@ def _emblem(p: _Painter, brand: str, x: float, y: float, r: float) -> None:
 
 
 _GLASS = (50, 62, 78)
+_TRIM_BLACK = (26, 26, 29)
+_CHROME = (196, 198, 204)
+_GRILLE_RGB = (25, 25, 28)
 
 
-def _vehicle_side(p: _Painter, v: VehicleAttributes, rng: SynthRandom, body, w: int, h: int) -> None:
+def _lamp(p: _Painter, style: str, cx: float, cy: float, lw: float, lh: float, rgb, sgn: int) -> None:
+    """One head or tail lamp of the brand's shape; `sgn` (-1 left, 1 right) orients asymmetric shapes."""
+    if style == "rect":
+        p.part("rectangle", (cx - lw / 2, cy - lh / 2, cx + lw / 2, cy + lh / 2), rgb)
+    elif style == "round":
+        r = max(lh * 0.75, lw * 0.32)
+        p.part("ellipse", (cx - r, cy - r, cx + r, cy + r), rgb)
+    elif style == "swept":  # tall at the outside, a thin point toward the middle
+        xo, xi = cx + sgn * lw * 0.6, cx - sgn * lw * 0.6
+        p.part("polygon", [(xo, cy - lh * 0.9), (xo, cy + lh * 0.7), (xi, cy + lh * 0.1)], rgb)
+    elif style == "strip":  # a long thin bar
+        p.part("rectangle", (cx - lw * 0.75, cy - lh * 0.28, cx + lw * 0.75, cy + lh * 0.28), rgb)
+    else:  # twin round lamps
+        r = max(SS * 1.0, min(lh * 0.55, lw * 0.24))
+        for dx in (-lw * 0.27, lw * 0.27):
+            p.part("ellipse", (cx + dx - r, cy - r, cx + dx + r, cy + r), rgb)
+
+
+def _grille(p: _Painter, style: str, cx: float, y0: float, gw: float, gh: float) -> None:
+    """The brand's grille: shape and size are the strongest brand cue of a front view."""
+    x0, x1, y1 = cx - gw / 2, cx + gw / 2, y0 + gh
+    line = max(SS, gh * 0.08)
+    if style == "bar":
+        p.part("rectangle", (x0, y0, x1, y1), _GRILLE_RGB)
+        for k in (1, 2):
+            y = y0 + gh * k / 3
+            p.part("line", (x0, y, x1, y), _CHROME, width=int(line))
+    elif style == "kidney":  # two tall rounded halves with body colour between them
+        half = gw * 0.44
+        for sgn in (-1, 1):
+            xa = cx + sgn * gw * 0.06
+            xb = xa + sgn * half
+            p.part("rounded_rectangle", (min(xa, xb), y0 - gh * 0.25, max(xa, xb), y1), _GRILLE_RGB,
+                   radius=int(max(1, half * 0.3)))  # fmt: skip
+    elif style == "trapezoid":  # narrow top, wide mouth
+        p.part("polygon", [(cx - gw * 0.3, y0), (cx + gw * 0.3, y0), (x1, y1), (x0, y1)], _GRILLE_RGB)
+    elif style == "shield":  # pentagon pointing down, chrome frame
+        pts = [(x0, y0), (x1, y0), (x1, y0 + gh * 0.6), (cx, y1 + gh * 0.35), (x0, y0 + gh * 0.6)]
+        p.part("polygon", pts, _CHROME)
+        s = 0.8
+        p.part("polygon", [(cx + (x - cx) * s, y0 + (y - y0) * s + gh * 0.08) for x, y in pts], _GRILLE_RGB)
+    elif style == "slot":  # a thin full-width slot
+        p.part("rectangle", (x0 - gw * 0.2, y0, x1 + gw * 0.2, y0 + gh * 0.4), _GRILLE_RGB)
+    elif style == "mesh":  # a big square grille with a chrome grid
+        p.part("rectangle", (x0, y0 - gh * 0.15, x1, y1 + gh * 0.15), _GRILLE_RGB)
+        for k in range(1, 4):
+            x = x0 + gw * k / 4
+            p.part("line", (x, y0 - gh * 0.15, x, y1 + gh * 0.15), _CHROME, width=int(line))
+        p.part("line", (x0, (y0 + y1) / 2, x1, (y0 + y1) / 2), _CHROME, width=int(line))
+    else:  # split: two stacked bars with a body-coloured band between
+        p.part("rectangle", (x0, y0, x1, y0 + gh * 0.38), _GRILLE_RGB)
+        p.part("rectangle", (x0 - gw * 0.08, y0 + gh * 0.62, x1 + gw * 0.08, y1), _GRILLE_RGB)
+
+
+def _wheel(p: _Painter, rim: int, x: float, y: float, r: float) -> None:
+    p.part("ellipse", (x - r, y - r, x + r, y + r), (18, 18, 18))
+    if rim == 0:  # silver disc
+        p.part("ellipse", (x - r * 0.5, y - r * 0.5, x + r * 0.5, y + r * 0.5), (150, 150, 155))
+    elif rim == 1:  # dark alloy
+        p.part("ellipse", (x - r * 0.6, y - r * 0.6, x + r * 0.6, y + r * 0.6), (62, 62, 66))
+    elif rim == 2:  # spoked
+        p.part("ellipse", (x - r * 0.62, y - r * 0.62, x + r * 0.62, y + r * 0.62), (170, 170, 175))
+        for dx, dy in ((1, 0), (0, 1)):
+            p.part("line", (x - dx * r * 0.6, y - dy * r * 0.6, x + dx * r * 0.6, y + dy * r * 0.6),
+                   (30, 30, 32), width=int(max(SS, r * 0.18)))  # fmt: skip
+    else:  # wide chrome ring, dark hub
+        p.part("ellipse", (x - r * 0.72, y - r * 0.72, x + r * 0.72, y + r * 0.72), _CHROME)
+        p.part("ellipse", (x - r * 0.32, y - r * 0.32, x + r * 0.32, y + r * 0.32), (30, 30, 32))
+
+
+def _scaled(design: BrandDesign, rng: SynthRandom) -> dict[str, float]:
+    """The brand's continuous proportions with mild per-image jitter (+-4 %).
+
+    `rng` is a stream of its own (see `_render_vehicle`), so the scene's draws (view, size, lighting, noise)
+    stay what they were before brands had designs."""
+    names = ("roof", "nose", "tail", "grille_w", "grille_h", "lamp_w", "lamp_h", "lamp_y")
+    return {n: getattr(design, n) * rng.uniform(0.96, 1.04) for n in names}
+
+
+def _vehicle_side(
+    p: _Painter, v: VehicleAttributes, rng: SynthRandom, body, w: int, h: int, jitter: SynthRandom
+) -> None:
     L = w * rng.uniform(0.8, 0.94)
     x0 = (w - L) / 2 + rng.uniform(-0.03, 0.03) * w
     ground = h * rng.uniform(0.86, 0.95)
     face = 1 if rng.random() < 0.5 else -1  # front of the vehicle on the right (1) or left
+    design = brand_design(v.brand or BRANDS[0])
+    s = _scaled(design, jitter)
 
     def X(f: float) -> float:  # position along the vehicle, 0 = rear, 1 = front
         return x0 + (f if face > 0 else 1 - f) * L
@@ -668,53 +760,54 @@ def _vehicle_side(p: _Painter, v: VehicleAttributes, rng: SynthRandom, body, w: 
             (min(X(0.0), X(0.7)), axle + wheel * 0.1, max(X(0.0), X(0.7)), axle + wheel * 0.3),
             (40, 40, 40),
         )
+    # the brand's proportions: glasshouse height, and for cars bonnet / boot length
+    (f0, ya), (f1, _), (f2, yb), (f3, _) = cabin
+    yb = ya - (ya - yb) * s["roof"]
+    if t in ("Sedan", "SUV", "Minivan"):
+        f1, f2 = f1 - s["nose"], f2 - s["nose"]
+        if t == "Sedan":
+            f0, f3 = f0 + s["tail"], f3 + s["tail"]
+        else:  # the tailgate's slope
+            f3 = max(f0, f3 + s["tail"])
+    cabin = [(f0, ya), (f1, ya), (f2, yb), (f3, yb)]
     p.body("polygon", [(X(f), y) for f, y in base], body)
     p.body("polygon", [(X(f), y) for f, y in cabin], body)
-    # windows: inset of the cabin
-    (f0, ya), (f1, _), (f2, yb), (f3, _) = cabin
     inset = (ya - yb) * 0.16
+    if design.trim == "black-roof":  # two-tone: the roof panel in black
+        p.part("polygon", [(X(f3 - 0.01), yb), (X(f2 + 0.01), yb), (X(f2 + 0.005), yb + inset * 1.3),
+                           (X(f3 - 0.005), yb + inset * 1.3)], _TRIM_BLACK)  # fmt: skip
+    # windows: inset of the cabin
     if t == "Bus" or t == "Microbus":
         n = 7 if t == "Bus" else 3
         for k in range(n):
             a, b = 0.03 + k * 0.95 / n, 0.03 + (k + 0.82) * 0.95 / n
-            p.part("rectangle", (min(X(a), X(b)), yb + inset, max(X(a), X(b)), ya - inset), _GLASS)
+            top = yb + inset * (2.0 if design.trim == "black-roof" else 1.0)
+            p.part("rectangle", (min(X(a), X(b)), top, max(X(a), X(b)), ya - inset), _GLASS)
     else:
+        top = yb + inset * (1.8 if design.trim == "black-roof" else 1.0)
         win = [
             (X(f0 + 0.04), ya - inset * 0.5),
             (X(f1 - 0.04), ya - inset * 0.5),
-            (X(f2 - 0.02), yb + inset),
-            (X(f3 + 0.02), yb + inset),
+            (X(f2 - 0.02), top),
+            (X(f3 + 0.02), top),
         ]
         p.part("polygon", win, _GLASS)
         mid = (f0 + f1) / 2
-        p.part("line", (X(mid), ya, X(mid), yb + inset), body, width=SS * 2)
+        p.part("line", (X(mid), ya, X(mid), top), body, width=SS * 2)
+    if design.trim == "chrome-belt":  # chrome line under the windows, black sill cladding
+        p.part("line", (X(f0), ya, X(f1), ya), _CHROME, width=int(max(SS * 2, L * 0.014)))
+        p.part("rectangle", (min(X(0.0), X(1.0)), axle + wheel * 0.05, max(X(0.0), X(1.0)),
+                             axle + wheel * 0.4), _TRIM_BLACK)  # fmt: skip
     # lights, wheels, emblem
-    p.part(
-        "rectangle",
-        (min(X(0.97), X(1.0)), axle - L * 0.08, max(X(0.97), X(1.0)), axle - L * 0.05),
-        (240, 235, 200),
-    )
-    p.part(
-        "rectangle",
-        (min(X(0.0), X(0.02)), axle - L * 0.09, max(X(0.0), X(0.02)), axle - L * 0.06),
-        (200, 20, 20),
-    )
+    lh = L * 0.035 * s["lamp_h"]
+    lw = L * 0.2 * s["lamp_w"]
+    ly = axle - L * (0.065 + s["lamp_y"])
+    _lamp(p, design.lamp, X(1.0 - lw / L * 0.5), ly, lw, lh, (240, 235, 200), -face)
+    _lamp(p, design.lamp, X(lw / L * 0.5), ly - L * 0.01, lw, lh, (200, 20, 20), face)
     wheels = (0.18, 0.82) if t != "Truck" else (0.12, 0.3, 0.85)
     for f in wheels:
-        x = X(f)
-        p.part("ellipse", (x - wheel, axle - wheel, x + wheel, axle + wheel), (18, 18, 18))
-        p.part(
-            "ellipse",
-            (x - wheel * 0.45, axle - wheel * 0.45, x + wheel * 0.45, axle + wheel * 0.45),
-            (150, 150, 155),
-        )
-    _emblem(
-        p,
-        v.brand or BRANDS[0],
-        X(0.86 if t != "Truck" else 0.86),
-        axle - L * 0.06 - wheel * 0.2,
-        max(SS * 3.5, L * 0.035),
-    )
+        _wheel(p, design.rim, X(f), axle, wheel)
+    _emblem(p, v.brand or BRANDS[0], X(0.86), axle - L * 0.06 - wheel * 0.2, max(SS * 4, L * 0.045))
 
 
 def _vehicle_face(
@@ -726,10 +819,15 @@ def _vehicle_face(
     h: int,
     rear: bool,
     elevated: bool,
+    jitter: SynthRandom,
 ) -> None:
     """Front or rear view; `elevated` (camera domain) shows the roof and bonnet from above."""
     t = v.type
+    design = brand_design(v.brand or BRANDS[0])
+    s = _scaled(design, jitter)
+    roof_scale = 1.0 + (s["roof"] - 1.0) * 0.5
     rel_h = {"Sedan": 0.55, "SUV": 0.78, "Minivan": 0.88, "Microbus": 1.0, "Bus": 1.15, "Truck": 1.0}[t]
+    rel_h *= roof_scale
     rel_w = {"Sedan": 1.0, "SUV": 1.0, "Minivan": 0.98, "Microbus": 0.95, "Bus": 1.1, "Truck": 1.05}[t]
     vw = w * rng.uniform(0.55, 0.8)
     vh = vw * rel_h / rel_w
@@ -738,8 +836,8 @@ def _vehicle_face(
     x0 = (w - vw) / 2 + rng.uniform(-0.05, 0.05) * w
     y1 = h * rng.uniform(0.9, 0.98)
     y0 = y1 - vh
-    b = BRANDS.index(v.brand or BRANDS[0])
     glass_frac = {"Sedan": 0.38, "SUV": 0.35, "Minivan": 0.42, "Microbus": 0.45, "Bus": 0.55, "Truck": 0.4}[t]
+    glass_frac *= roof_scale
     roof = vh * (0.12 if elevated else 0.03)
     if t == "Truck" and not rear:
         cargo = _pick(rng, [(150, 150, 155), (40, 70, 140), body])
@@ -761,11 +859,13 @@ def _vehicle_face(
             ],
             body,
         )
-    if elevated:  # roof seen from above, a lighter shade of the body colour
+    gy0, gy1 = y0 + roof + vh * 0.04, y0 + roof + vh * glass_frac
+    if design.trim == "black-roof":  # two-tone: black roof panel above the glass
+        p.part("rectangle", (x0 + vw * 0.16, y0, x0 + vw * 0.84, gy0), _TRIM_BLACK)
+    elif elevated:  # roof seen from above, a lighter shade of the body colour
         light = tuple(int(min(255, c * 1.12 + 12)) for c in body)
         p.body("rectangle", (x0 + vw * 0.16, y0, x0 + vw * 0.84, y0 + roof), light)
     # windscreen / rear window
-    gy0, gy1 = y0 + roof + vh * 0.04, y0 + roof + vh * glass_frac
     inset = vw * (0.16 if t in ("Sedan", "SUV", "Minivan") else 0.06)
     p.part(
         "polygon",
@@ -776,46 +876,23 @@ def _vehicle_face(
         p.part(
             "rectangle", (x0 + vw * 0.15, y0 + vh * 0.02, x0 + vw * 0.85, gy0 - vh * 0.005), (230, 120, 20)
         )
-    # lights (headlights shaped per brand, tail lights red), grille, plate, emblem, wheels
-    ly = gy1 + vh * 0.08
-    lw, lh = vw * 0.16, vh * 0.07
+    if design.trim == "chrome-belt":  # chrome bar under the glass, black lower bumper
+        p.part("rectangle", (x0 + vw * 0.04, gy1 + vh * 0.005, x0 + vw * 0.96, gy1 + vh * 0.035), _CHROME)
+        p.part("rectangle", (x0, y1 - vh * 0.2, x0 + vw, y1 - vh * 0.05), _TRIM_BLACK)
+    # lights (the brand's shape and size; tail lights red), grille, plate, emblem, wheels
+    ly = gy1 + vh * (0.08 + s["lamp_y"])
+    lw, lh = vw * s["lamp_w"], vh * 0.07 * s["lamp_h"]
     light_rgb = (200, 25, 25) if rear else (240, 238, 215)
-    style = (b // 6) % 3
+    ey = ly
+    if not rear:  # the grille first: the lamps sit over its ends
+        gy_0 = ly - lh * 0.5
+        gh = vw * 0.1 * s["grille_h"]
+        _grille(p, design.grille, x0 + vw / 2, gy_0, vw * s["grille_w"], gh)
+        ey = gy_0 + gh * 0.5
     for sgn in (-1, 1):
         cxl = x0 + vw / 2 + sgn * (vw / 2 - vw * 0.05 - lw / 2)
-        box = (cxl - lw / 2, ly - lh / 2, cxl + lw / 2, ly + lh / 2)
-        if style == 0:
-            p.part("rectangle", box, light_rgb)
-        elif style == 1:
-            p.part("ellipse", (cxl - lh * 0.8, ly - lh * 0.8, cxl + lh * 0.8, ly + lh * 0.8), light_rgb)
-        else:
-            p.part(
-                "polygon",
-                [
-                    (box[0], box[1]),
-                    (box[2], box[1] + lh * 0.5 * (1 + sgn)),
-                    (box[2], box[3]),
-                    (box[0], box[3]),
-                ],
-                light_rgb,
-            )
-    if not rear:
-        gx0, gx1 = x0 + vw * 0.3, x0 + vw * 0.7
-        gy_0, gy_1 = ly - lh * 0.6, ly + vh * 0.12
-        p.part("rectangle", (gx0, gy_0, gx1, gy_1), (25, 25, 28))
-        grille = b % 3
-        if grille == 0:
-            for k in range(1, 4):
-                y = gy_0 + (gy_1 - gy_0) * k / 4
-                p.part("line", (gx0, y, gx1, y), (140, 140, 145), width=SS)
-        elif grille == 1:
-            for k in range(1, 6):
-                x = gx0 + (gx1 - gx0) * k / 6
-                p.part("line", (x, gy_0, x, gy_1), (140, 140, 145), width=SS)
-        ey = (gy_0 + gy_1) / 2
-    else:
-        ey = ly
-    _emblem(p, v.brand or BRANDS[0], x0 + vw / 2, ey, max(SS * 4, vw * 0.05))
+        _lamp(p, design.lamp, cxl, ly, lw, lh, light_rgb, sgn)
+    _emblem(p, v.brand or BRANDS[0], x0 + vw / 2, ey, max(SS * 4, vw * 0.06))
     py = y1 - vh * 0.17
     p.part(
         "rectangle",
@@ -828,7 +905,7 @@ def _vehicle_face(
 
 
 def _render_vehicle(
-    record: Record, rng: SynthRandom, domain: Domain, view_override: str | None = None
+    record: Record, rng: SynthRandom, domain: Domain, jitter: SynthRandom, view_override: str | None = None
 ) -> tuple[Image.Image, Image.Image, tuple[int, int]]:
     assert record.vehicle is not None
     v = resolve_vehicle(record.vehicle, rng)
@@ -849,9 +926,10 @@ def _render_vehicle(
     p = _Painter(img, mask)
     body = _jitter(rng, VEHICLE_RGB[v.color or "grey"], 10)
     if view == "side":
-        _vehicle_side(p, v, rng, body, w, h)
+        _vehicle_side(p, v, rng, body, w, h, jitter)
     else:
-        _vehicle_face(p, v, rng, body, w, h, rear=view == "rear", elevated=camera and rng.random() < 0.8)
+        elevated = camera and rng.random() < 0.8
+        _vehicle_face(p, v, rng, body, w, h, rear=view == "rear", elevated=elevated, jitter=jitter)
     return img, mask, (out_w, out_h)
 
 
@@ -927,7 +1005,8 @@ def render_record_with_mask(
     rng = record_rng(record, seed, domain)
     mask: Image.Image | None = None
     if record.kind == "vehicle":
-        img, mask, size = _render_vehicle(record, rng, domain, vehicle_view)
+        jitter = record_rng(record, seed, f"{domain}|design")
+        img, mask, size = _render_vehicle(record, rng, domain, jitter, vehicle_view)
     else:
         img, size = _render_pedestrian(record, rng)
     if rng.random() < 0.2:
