@@ -23,7 +23,7 @@ class PretrainPlan:
 
     name: str
     config: str
-    n_train: int = 16000
+    n_train: int = 12000
     n_val: int = 1000
     seed: int = 0
     overrides: tuple[str, ...] = field(default_factory=tuple)
@@ -32,7 +32,7 @@ class PretrainPlan:
         return f"trafficsearch pretrain {self.name} --ship"
 
 
-# Both read one corpus (same sizes and seed): BLIP-small uses its first data.max_train images.
+# Both read one corpus (same sizes and seed): BLIP-small an evenly spread data.max_train of its images.
 PLANS: dict[str, PretrainPlan] = {
     "clip-default": PretrainPlan("clip-default", "pretrain/clip-default"),
     "blip-small": PretrainPlan("blip-small", "pretrain/blip-small"),
