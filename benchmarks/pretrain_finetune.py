@@ -64,10 +64,17 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--work", type=Path, default=Path("/tmp/pretrain-finetune"))
     parser.add_argument("--out", type=Path, default=RESULTS / "pretrain_finetune")
+    parser.add_argument(
+        "--merge", nargs="*", type=Path, default=[], help="also take the rows of these earlier JSON results"
+    )
     args = parser.parse_args()
     plan = replace(DemoPlan(), train=args.train, val=args.val, test=0, dev=0, seed=args.seed)
-    root = prepare_data(args.work, plan)
+    root = prepare_data(args.work, plan) if args.only else None
     rows = []
+    for earlier in args.merge:  # variants run by separate invocations (in parallel) on the same plan
+        prev = json.loads(earlier.read_text())
+        same = all(prev.get("args", {}).get(k) == getattr(args, k) for k in ("train", "val", "seed"))
+        rows += [r for r in prev.get("rows", []) if same and r["variant"] not in args.only]
     for i, name in enumerate(args.only):
         start = time.perf_counter()
         run = args.work / f"run-{list(VARIANTS).index(name)}"
@@ -82,6 +89,7 @@ def main() -> None:
         same = all(prev.get("args", {}).get(k) == getattr(args, k) for k in ("train", "val", "seed"))
         done = {r["variant"] for r in rows}
         rows += [r for r in prev.get("rows", []) if same and r["variant"] not in done]
+    rows = list({r["variant"]: r for r in rows}.values())
     rows.sort(key=lambda r: list(VARIANTS).index(r["variant"]))
     table = Table(
         title=f"CLIP default, val official mAP@10 x100 (equal), {args.val} real val labels", width=100
@@ -100,7 +108,8 @@ def main() -> None:
         args.out.with_suffix(".json"),
         {
             "rows": rows,
-            "args": vars(args) | {"work": str(args.work), "out": str(args.out)},
+            "args": vars(args)
+            | {"work": str(args.work), "out": str(args.out), "merge": list(map(str, args.merge))},
             "machine": machine,
         },
     )
