@@ -22,6 +22,7 @@ import multiprocessing as mp
 import resource
 import shutil
 import sqlite3
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -269,6 +270,10 @@ def run_stage(name: str, fn_name: str, *args: Any) -> dict[str, Any]:
     return result
 
 
+class _Done(Exception):
+    """--search-only: the one stage ran; skip the rest."""
+
+
 def main() -> None:
     from rich.console import Console
     from rich.table import Table
@@ -290,17 +295,37 @@ def main() -> None:
     )
     parser.add_argument("--work", type=Path, default=Path("/tmp/trafficsearch-city"))
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--search-only",
+        action="store_true",
+        help="only the Flat open + search stage, over the index a --keep run left in --work",
+    )
     args = parser.parse_args()
     dim = default_dim()
     nlist = 1 << round(math.log2(max(16.0, math.sqrt(args.n))))
     ivf = args.ivf or f"IVF{nlist},SQfp16"
-    if args.work.exists():
-        shutil.rmtree(args.work)
-    args.work.mkdir(parents=True)
     big, small = str(args.work / "city"), str(args.work / "base")
     rows: list[dict[str, Any]] = []
+    if args.search_only:
+        if not (args.work / "city" / "manifest.json").is_file():
+            raise SystemExit(f"{args.work}/city: no merged index (run with --keep first)")
+        args.keep = True
+    elif args.work.exists():
+        shutil.rmtree(args.work)
+    args.work.mkdir(parents=True, exist_ok=True)
     print(f"city scale: n={args.n:,} dim={dim} in {args.work}", flush=True)
     try:
+        if args.search_only:
+            rows.append(
+                {
+                    "n": args.n,
+                    **run_stage(
+                        "open + search (Flat, mmap)", "stage_search", big, dim, args.queries, args.check, None
+                    ),
+                }
+            )
+            raise _Done
+
         rows.append(
             {"n": args.n, **run_stage("write shards + metadata CSV", "stage_shards", big, args.n, dim)}
         )
@@ -354,6 +379,8 @@ def main() -> None:
                 ),
             }
         )
+    except _Done:
+        pass
     finally:
         if not args.keep:
             shutil.rmtree(args.work, ignore_errors=True)
@@ -379,15 +406,16 @@ def main() -> None:
     Console(width=100).print(table)
     by = {(r["n"], r["stage"]): r for r in rows}
     bn = min(args.baseline_n, args.n)
-    old, new = by[(bn, "baseline: main's merge (in RAM)")], by[(bn, "streaming merge (Flat)")]
-    ratio = old["peak_anon_mb"] / new["peak_anon_mb"]
-    print(
-        f"merge peak anonymous memory at {bn:,}: main {old['peak_anon_mb']:.0f} MB / streaming "
-        f"{new['peak_anon_mb']:.0f} MB = {ratio:.2f}x"
-    )
+    old, new = by.get((bn, "baseline: main's merge (in RAM)")), by.get((bn, "streaming merge (Flat)"))
+    ratio = old["peak_anon_mb"] / new["peak_anon_mb"] if old and new else None
+    if old and new:
+        print(
+            f"merge peak anonymous memory at {bn:,}: main {old['peak_anon_mb']:.0f} MB / streaming "
+            f"{new['peak_anon_mb']:.0f} MB = {ratio:.2f}x"
+        )
     m = machine_info()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = f"city_scale-{args.n}"
+    stem = f"city_scale-{args.n}" + ("-search" if args.search_only else "")
     atomic_write_json(
         RESULTS / f"{stem}.json",
         {"benchmark": "city_scale", "dim": dim, "n": args.n, "rows": rows, "machine": m},
@@ -404,7 +432,8 @@ def main() -> None:
         "days. The milvus-lite row's recall column is the share of queries whose top-10 ids equal the FAISS "
         "directory's (milvus-lite runs inside the benchmark process, so its memory is in that row).",
         "",
-        f"Command: `benchmarks/city_scale.py --n {args.n}`. Machine: {m['cpu']}, {m['cores']} cores, "
+        f"Command: `benchmarks/city_scale.py {' '.join(sys.argv[1:])}`. "
+        f"Machine: {m['cpu']}, {m['cores']} cores, "
         f"shared (load average {m['load_avg_1m']:.1f}); faiss {m.get('faiss')}, numpy {m.get('numpy')}.",
         "",
         "| n | stage | seconds | peak RSS MB | peak anonymous MB | imports MB | search p50 ms (recall@10) |",
@@ -421,13 +450,17 @@ def main() -> None:
             f"| {r['n']:,} | {r['stage']} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | "
             f"{r['peak_anon_mb']:.0f} | {r['imports_rss_mb']:.0f} | {search} |"
         )
-    lines += [
-        "",
-        f"Merge peak anonymous memory at {bn:,} vectors: main {old['peak_anon_mb']:.0f} MB, streaming "
-        f"{new['peak_anon_mb']:.0f} MB ({ratio:.2f}x less); peak RSS {old['peak_rss_mb']:.0f} vs "
-        f"{new['peak_rss_mb']:.0f} MB. The baseline repeats main's vectors + FAISS steps only (no SQLite "
-        "metadata, no metadata-file join), so its time is not comparable; its memory is a lower bound.",
-    ]
+    lines += (
+        []
+        if not (old and new)
+        else [
+            "",
+            f"Merge peak anonymous memory at {bn:,} vectors: main {old['peak_anon_mb']:.0f} MB, streaming "
+            f"{new['peak_anon_mb']:.0f} MB ({ratio:.2f}x less); peak RSS {old['peak_rss_mb']:.0f} vs "
+            f"{new['peak_rss_mb']:.0f} MB. The baseline repeats main's vectors + FAISS steps only (no SQLite "
+            "metadata, no metadata-file join), so its time is not comparable; its memory is a lower bound.",
+        ]
+    )
     atomic_write_text(RESULTS / f"{stem}.md", "\n".join(lines) + "\n")
 
 
