@@ -327,6 +327,12 @@ def test_demo_config_builds_its_task() -> None:
     from trafficsearch.train.config import load_config
 
     cfg = load_config("demo/blip-small")
-    task = BlipTask.create(cfg, "cpu")
-    assert task.model.name == "blip-small" and task.preprocess.image_size == 64
-    assert all(p.requires_grad for p in task.module.parameters())
+    task = BlipTask.create(cfg, "cpu")  # from the shipped package:blip-small
+    assert task.model.name == "blip-small-minilm3" and task.preprocess.image_size == 64
+    trainable = {n for n, p in task.module.named_parameters() if p.requires_grad}
+    vit = task.model.hf.vision_model.encoder.layers
+    assert all(p.requires_grad for p in vit[-1].parameters()) and not any(
+        p.requires_grad for p in vit[0].parameters()
+    )
+    assert any("crossattention" in n for n in trainable) and "temp" in trainable
+    assert not any(".attention.self." in n and "text_encoder" in n for n in trainable)

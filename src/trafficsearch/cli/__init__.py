@@ -42,6 +42,7 @@ COMMAND_MODULES = (
     "trafficsearch.cli.data_commands",
     "trafficsearch.cli.synth_commands",
     "trafficsearch.cli.train_commands",
+    "trafficsearch.cli.pretrain_commands",
     "trafficsearch.cli.index_commands",
     "trafficsearch.cli.eval_commands",
     "trafficsearch.cli.ensemble_commands",

@@ -29,6 +29,7 @@ DEFAULT_CONFIGS = (
 
 
 def _training_needs(path: Path) -> list[Any]:
+    from trafficsearch.models.pretrained import resolve_if_package
     from trafficsearch.models.requirements import blip_needs, checkpoint_needs, open_clip_needs
     from trafficsearch.train.config import load_config, stage_config
 
@@ -36,7 +37,8 @@ def _training_needs(path: Path) -> list[Any]:
     models = [cfg.model] + [stage_config(cfg, i).model for i in range(len(cfg.stages))]
     needs: list[Any] = []
     for model in models:
-        pretrained = Path(model.pretrained).expanduser() if model.pretrained else None
+        start = resolve_if_package(model.pretrained)  # package:NAME -> its shipped checkpoint dir
+        pretrained = Path(start).expanduser() if start else None
         if pretrained is not None and (
             pretrained.is_dir() or not pretrained.suffix and "/" in str(pretrained)
         ):

@@ -39,11 +39,24 @@ def generate_cmd(
         0, "--test", help="Test records (colour+brand+type vehicle queries, camera domain)."
     ),
     workers: int = typer.Option(2, "--workers"),
+    corpus: str = typer.Option(
+        "competition",
+        "--corpus",
+        help="competition (the task's captions) or web (alt-text pre-training corpus: train/ and val/ only).",
+    ),
 ) -> None:
     """Write a synthetic data set in the competition layout."""
-    from trafficsearch.data.synth.generate import generate_dataset
+    from trafficsearch.data.synth.generate import CORPORA, generate_dataset, generate_web_corpus
+    from trafficsearch.errors import ConfigError
 
-    counts = generate_dataset(out, train, val, seed=seed, noise_rate=noise, n_test=test, workers=workers)
+    if corpus not in CORPORA:
+        raise ConfigError(f"{corpus!r} is not one of {', '.join(CORPORA)}", field="--corpus")
+    if corpus == "web":
+        if test or noise:
+            raise ConfigError("the web corpus has train and val only, without label noise", field="--corpus")
+        counts = generate_web_corpus(out, train, val, seed=seed, workers=workers)
+    else:
+        counts = generate_dataset(out, train, val, seed=seed, noise_rate=noise, n_test=test, workers=workers)
     console.print("wrote " + ", ".join(f"{k} {v}" for k, v in counts.items()) + f" records under {out}")
 
 

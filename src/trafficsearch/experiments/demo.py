@@ -41,10 +41,10 @@ class DemoPlan:
     val_queries: int | None = 4000  # val texts (evenly spread) searched: the 15-minute budget; None: all
     test: int = 1000
     noise: float = 0.05
-    epochs: int | None = 7
+    epochs: int | None = 3  # fine-tuning from package:clip-default (the seed's 2-3 epochs)
     val_per_epoch: int | None = 1000  # val images scored after each epoch to keep the best checkpoint
     blip_config: str | None = "demo/blip-small"
-    blip_epochs: int | None = 1  # 3,000 images: ~85 s on 2 cores; None: the config's 3 epochs
+    blip_epochs: int | None = 2  # fine-tuning from package:blip-small; None: the config's epochs
     attributes: bool = True
     attribute_epochs: int = 4
     normalization: str = "zscore"

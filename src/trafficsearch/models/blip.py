@@ -36,6 +36,7 @@ from trafficsearch.models.bert_tokenizer import (
 from trafficsearch.models.checkpoint import state_digest
 from trafficsearch.models.family import Device, register_family
 from trafficsearch.models.missing import DOCTOR_HINT
+from trafficsearch.models.pretrained import FROM_BASE, check_from_base
 
 CONFIG_DIR = Path(__file__).parent / "blip_configs"
 BLIP_LARGE_ID = "Salesforce/blip-itm-large-coco"
@@ -45,6 +46,7 @@ WEIGHTS_FILE = "weights.safetensors"
 MODEL_FILE = "model.json"
 TEMP_INIT = 0.07
 TEMP_MIN, TEMP_MAX = 0.001, 0.5
+TEXT_POOLS = ("cls", "mean")  # ITC text feature: BLIP's [CLS], or the masked mean (MiniLM's own pooling)
 # Salesforce/blip-itm-large-coco: ViT-L/16 + BERT-base with cross-attention, ~470M parameters. For building
 # it offline with random weights (tests, memory and speed checks); transformers fills in the rest.
 BLIP_LARGE_ARCHITECTURE: dict[str, Any] = {
@@ -102,8 +104,11 @@ class BlipRetrieval(nn.Module, RetrievalModel):
         name: str,
         source: str | None = None,
         temp: float = TEMP_INIT,
+        text_pool: str = "cls",
     ) -> None:
         super().__init__()
+        if text_pool not in TEXT_POOLS:
+            raise ConfigError(f"{text_pool!r} is not one of {', '.join(TEXT_POOLS)}", field="text_pool")
         cfg = hf_model.config
         if tokenizer.vocab_size > cfg.text_config.vocab_size:
             raise ConfigError(
@@ -125,6 +130,7 @@ class BlipRetrieval(nn.Module, RetrievalModel):
         self.embed_dim = int(cfg.image_text_hidden_size)
         self.image_size = int(preprocess.image_size)
         self.temp = nn.Parameter(torch.tensor(float(temp)))
+        self.text_pool = text_pool
         self.checkpoint_path: Path | None = None
         native = cfg.vision_config.image_size
         native = native[0] if isinstance(native, (list, tuple)) else native
@@ -168,9 +174,18 @@ class BlipRetrieval(nn.Module, RetrievalModel):
         return F.normalize(self.hf.vision_proj(image_tokens[:, 0, :]), dim=-1)
 
     def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """`[CLS]`-led ids -> L2-normalised ITC text embedding [N,D] (unimodal text encoder, no images)."""
-        out = self.hf.text_encoder(input_ids=input_ids, attention_mask=attention_mask)
-        return F.normalize(self.hf.text_proj(out.last_hidden_state[:, 0, :]), dim=-1)
+        """`[CLS]`-led ids -> L2-normalised ITC text embedding [N,D] (unimodal text encoder, no images).
+
+        BLIP pools `[CLS]`; `text_pool: mean` (a config's) averages the tokens instead, for a text encoder
+        initialised from a sentence-transformers BERT (MiniLM), trained with mean pooling: its frozen `[CLS]`
+        output is the same vector for every caption (cosine 1.000 measured), so ITC could not learn."""
+        out = self.hf.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.text_pool == "mean":
+            mask = attention_mask.unsqueeze(-1).to(out.dtype)
+            pooled = (out * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        else:
+            pooled = out[:, 0, :]
+        return F.normalize(self.hf.text_proj(pooled), dim=-1)
 
     def itm_logits(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_tokens: torch.Tensor
@@ -342,6 +357,7 @@ class BlipRetrieval(nn.Module, RetrievalModel):
             "blip_config": _config_dict(self.hf.config),
             "preprocess": self.preprocess.to_dict(),
             "tokenizer": {"source": self.tokenizer.source, "max_length": self.tokenizer.max_length},
+            "text_pool": self.text_pool,
         }
 
 
@@ -481,7 +497,14 @@ def create_blip(
     pre = _preprocess(cfg.get("preprocess"), _vision_size(hf_model))
     if image_size is not None:
         pre = replace(pre, image_size=int(image_size))
-    model = BlipRetrieval(hf_model, _tokenizer(cfg.get("tokenizer")), pre, name=name, source=source)
+    model = BlipRetrieval(
+        hf_model,
+        _tokenizer(cfg.get("tokenizer")),
+        pre,
+        name=name,
+        source=source,
+        text_pool=cfg.get("text_pool", "cls"),
+    )
     return model.to(device)
 
 
@@ -540,6 +563,9 @@ def load_blip(path: str | Path, device: str | torch.device = "cpu") -> BlipRetri
     if not weights_path.is_file():
         raise ConfigError("weights.safetensors is missing", path=weights_path)
     hf_model = _build_random(meta["blip_config"])
+    base = meta.get(FROM_BASE) or {}
+    if base.get("text_init"):  # a packaged pre-trained checkpoint: the frozen BERT part from its package
+        init_text_from_bert(hf_model, base["text_init"])
     pre = _preprocess(meta.get("preprocess"), _vision_size(hf_model))
     model = BlipRetrieval(
         hf_model,
@@ -547,10 +573,13 @@ def load_blip(path: str | Path, device: str | torch.device = "cpu") -> BlipRetri
         pre,
         name=meta.get("name", directory.name),
         source=meta.get("source"),
+        text_pool=meta.get("text_pool", "cls"),
     )
     state = load_file(str(weights_path))
     missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    if base:
+        check_from_base(meta, list(missing), list(unexpected), directory)
+    elif missing or unexpected:
         raise ConfigError(
             f"weights do not match model.json: missing {missing[:3]}, unexpected {unexpected[:3]}",
             path=weights_path,

@@ -28,6 +28,7 @@ from trafficsearch.models.base import RetrievalModel
 from trafficsearch.models.checkpoint import CONFIG_YAML, WEIGHTS, read_model_json, state_digest, write_dir
 from trafficsearch.models.family import Device, register_family
 from trafficsearch.models.missing import missing_error
+from trafficsearch.models.pretrained import FROM_BASE, check_from_base
 
 log = logging.getLogger(__name__)
 
@@ -425,16 +426,21 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Ope
     if not weights.is_file():
         raise ConfigError("checkpoint has no weights.safetensors", path=path)
     preprocess = Preprocess.from_dict(info["preprocess"])
+    # a packaged pre-trained checkpoint (models/pretrained.py) stores only what training changed: the rest
+    # (the frozen HF text trunk) comes from the trunk's own package, so build with its weights then
+    partial = bool(info.get(FROM_BASE))
     wrapped = build_from_config(
-        info["name"], info["model_cfg"], load_text_pretrained=False, transform=preprocess.kind, device="cpu"
+        info["name"], info["model_cfg"], load_text_pretrained=partial, transform=preprocess.kind, device="cpu"
     )
     state = load_file(str(weights))
     try:
-        wrapped.model.load_state_dict(state, strict=True)
+        result = wrapped.model.load_state_dict(state, strict=not partial)
     except RuntimeError as exc:
         raise ConfigError(
             f"weights do not match model.json: {str(exc).splitlines()[0]}", path=weights
         ) from None
+    if partial:
+        check_from_base(info, list(result.missing_keys), list(result.unexpected_keys), path)
     wrapped.model.eval()
     wrapped.preprocess = preprocess
     wrapped.image_size = preprocess.image_size

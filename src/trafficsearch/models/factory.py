@@ -2,8 +2,9 @@
 
 A spec is a checkpoint directory (model.json's `family` picks the loader) or `<family>:<rest>`:
 `open_clip:NAME[:TAG or weights file]` (also clip-retrieval's `open_clip:NAME/TAG`) or
-`blip:<checkpoint dir | packaged config | HF id>`. Each family registers its loaders (models/family.py) when
-its module is imported; a new family adds its module to FAMILY_MODULES.
+`blip:<checkpoint dir | packaged config | HF id>`, or `package:NAME`, a pre-trained checkpoint shipped with
+the package (models/pretrained.py). Each family registers its loaders (models/family.py) when its module is
+imported; a new family adds its module to FAMILY_MODULES.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from trafficsearch.errors import ConfigError
 from trafficsearch.models.checkpoint import family_of
 from trafficsearch.models.family import Device, Family, registered
+from trafficsearch.models.pretrained import is_package_spec, resolve_pretrained
 
 FAMILY_MODULES = (
     "trafficsearch.models.clip",
@@ -35,6 +37,8 @@ def families() -> dict[str, Family]:
 def load_model(spec: str | Path, device: Device = "cpu") -> Any:
     """Load a model from a checkpoint directory or a `<family>:<rest>` spec (see the module docstring)."""
     text = str(spec)
+    if is_package_spec(text):  # a checkpoint shipped with the package (models/pretrained.py)
+        text = str(resolve_pretrained(text, field="model"))
     known = families()
     prefix, sep, rest = text.partition(":")
     if sep and prefix in known and not Path(text).is_dir():

@@ -144,7 +144,9 @@ def checkpoint_needs(path: Path, what: str) -> list[Need]:
     except (OSError, ValueError):
         return needs
     if isinstance(info, dict) and info.get("family", "open_clip") == "open_clip":
-        needs += _hf_text_needs((info.get("model_cfg") or {}).get("text_cfg", {}), weights=False)
+        # a packaged pre-trained checkpoint (from_base) reads the frozen trunk weights from their package
+        text_cfg = (info.get("model_cfg") or {}).get("text_cfg", {})
+        needs += _hf_text_needs(text_cfg, weights=bool(info.get("from_base")))
     return needs
 
 

@@ -38,6 +38,7 @@ from trafficsearch.models.blip import (
     lock_image,
     lock_text,
 )
+from trafficsearch.models.pretrained import resolve_if_package
 from trafficsearch.train.blip_loss import blip_features, blip_itc_itm_loss
 from trafficsearch.train.blip_momentum import MomentumDistiller
 from trafficsearch.train.config import Config
@@ -48,8 +49,9 @@ from trafficsearch.train.task import Batch
 
 
 def build_blip(cfg: Config, device: torch.device | str = "cpu") -> BlipRetrieval:
-    """The model a BLIP run starts from: `model.pretrained` (a checkpoint dir) or `model.name`."""
-    pretrained = cfg.model.pretrained
+    """The model a BLIP run starts from: `model.pretrained` (a checkpoint dir, or `package:NAME`, one shipped
+    with the package) or `model.name`."""
+    pretrained = resolve_if_package(cfg.model.pretrained)
     if pretrained:
         if not (Path(pretrained) / MODEL_FILE).is_file():
             raise ConfigError(

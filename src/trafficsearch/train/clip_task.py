@@ -30,6 +30,7 @@ from trafficsearch.models.clip import (
     text_trunk_frozen,
     text_trunk_modules,
 )
+from trafficsearch.models.pretrained import resolve_if_package
 from trafficsearch.train.config import Config
 from trafficsearch.train.contrastive import param_groups
 from trafficsearch.train.dist import DistInfo
@@ -41,8 +42,9 @@ Advance = Callable[[str, int, int], Callable[[int], None]]  # (description, tota
 
 
 def build_clip(cfg: Config, device: torch.device) -> OpenClipModel:
-    """The model of `cfg`: a checkpoint dir (fine-tuning a previous run / stage), or open_clip by name."""
-    pretrained = cfg.model.pretrained
+    """The model of `cfg`: a checkpoint dir (fine-tuning a previous run / stage, or `package:NAME`, one
+    shipped with the package), or open_clip by name."""
+    pretrained = resolve_if_package(cfg.model.pretrained)
     if pretrained and Path(pretrained).is_dir():
         model = load_checkpoint(pretrained)
         model.preprocess = Preprocess.from_dict({**model.preprocess.to_dict(), "kind": cfg.data.transform})

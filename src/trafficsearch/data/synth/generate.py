@@ -20,6 +20,7 @@ from trafficsearch.data.layout import split
 from trafficsearch.data.records import Record
 from trafficsearch.data.synth.grammar import apply_label_noise, sample_records
 from trafficsearch.data.synth.render import DOMAINS, Domain, render_record
+from trafficsearch.data.synth.web import sample_web_records
 from trafficsearch.errors import ConfigError
 from trafficsearch.ioutil import atomic_write_bytes, atomic_write_json
 
@@ -185,6 +186,46 @@ def generate_dataset(
             progress=progress,
             description=f"{name:5s}",
         )
+    return counts
+
+
+CORPORA = ("competition", "web")
+
+
+def generate_web_corpus(
+    out_root: str | Path,
+    n_train: int,
+    n_val: int,
+    seed: int = 0,
+    workers: int = 2,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Write the "web" pre-training corpus (data/synth/web.py) as ROOT/train and ROOT/val, web domain.
+
+    Same layout, manifest check and resume as `generate_dataset`; a different grammar, so the corpus can
+    be pre-trained on with the one `trafficsearch train` path and never repeats a competition caption form.
+    """
+    if min(n_train, n_val) < 0:
+        raise ConfigError("split sizes must be zero or more")
+    root = Path(out_root)
+    params = {"version": GENERATOR_VERSION, "corpus": "web", "n_train": n_train, "n_val": n_val, "seed": seed}
+    _check_manifest(root, params)
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(root / MANIFEST, {"params": params, "generator": "trafficsearch.data.synth.web"})
+    rng = np.random.default_rng(seed)
+    train = sample_web_records(n_train, rng)
+    val = sample_web_records(n_val, rng, start=n_train)
+    counts: dict[str, int] = {}
+    for name, records, render_seed in (("train", train, seed), ("val", val, seed + 1)):
+        counts[name] = len(records)
+        if not records:
+            continue
+        s = split(root, name)
+        write_labels(records, s.labels)
+        render_labels(
+            records, s.images, seed=render_seed, domain="web", workers=workers, progress=progress,
+            description=f"web {name:5s}",
+        )  # fmt: skip
     return counts
 
 
