@@ -103,11 +103,11 @@ def exact_rows(n: int, vectors: np.ndarray, queries: np.ndarray, rounds: int, co
     storage = flat_storage(exact)
     assert storage is not None
 
-    def faiss_blas(q: np.ndarray) -> None:
+    def faiss_blas(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         saved = faiss.cvar.distance_compute_blas_threshold
         faiss.cvar.distance_compute_blas_threshold = 1
         try:
-            exact.search(q, K)
+            return exact.search(q, K)
         finally:
             faiss.cvar.distance_compute_blas_threshold = saved
 
@@ -123,25 +123,37 @@ def exact_rows(n: int, vectors: np.ndarray, queries: np.ndarray, rounds: int, co
         "blocked, Flat fp32 (engine)": topk(storage, queries[:32], K)[1],
         "blocked, fp16 vectors": topk(half, queries[:32], K)[1],
         "FAISS Flat": exact.search(queries[:32], K)[1],
+        "FAISS Flat, BLAS thr. 1": faiss_blas(queries[:32])[1],
     }
-    times: dict[tuple[str, int], list[float]] = {(m, b): [] for m in methods for b in (1, 32)}
     with console.status(f"{n}: exact kernels, {rounds} interleaved rounds ..."):
-        for r in range(rounds):
-            for batch in (1, 32):
-                q = queries[(r * batch) % len(queries) :][:batch]
-                for name, fn in methods.items():
-                    start = time.perf_counter()
-                    fn(q)
-                    times[(name, batch)].append((time.perf_counter() - start) * 1000)
-    rows = []
+        times = interleaved(methods, queries, rounds)
+    checks["numpy brute force"] = truth
+    return kernel_rows({"n": n}, methods, times, checks, truth)
+
+
+def interleaved(methods: dict, queries: np.ndarray, rounds: int) -> dict[tuple[str, int], list[float]]:
+    """ms per call of every method at 1 and 32 queries, method after method within each round."""
+    times: dict[tuple[str, int], list[float]] = {(m, b): [] for m in methods for b in (1, 32)}
+    for r in range(rounds):
+        for batch in (1, 32):
+            q = queries[(r * batch) % len(queries) :][:batch]
+            for name, fn in methods.items():
+                start = time.perf_counter()
+                fn(q)
+                times[(name, batch)].append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def kernel_rows(head: dict, methods: dict, times: dict, found: dict, truth: np.ndarray) -> list[dict]:
+    """One row per method: median ms and speed against numpy brute force at 1 and 32 queries, recall@10."""
     base = {b: float(np.median(times[("numpy brute force", b)])) for b in (1, 32)}
+    rows = []
     for name in methods:
-        row = {"n": n, "method": name}
+        row = {**head, "method": name}
         for b in (1, 32):
             ms = float(np.median(times[(name, b)]))
             row[f"ms_q{b}"], row[f"x_numpy_q{b}"] = ms, base[b] / ms
-        found = checks.get(name)
-        row["recall@10"] = 1.0 if found is None else recall_at_k(found, truth)
+        row["recall@10"] = recall_at_k(found[name], truth)
         rows.append(row)
     return rows
 
@@ -166,25 +178,10 @@ def index_rows(index_dir: Path, rounds: int, console: Console) -> list[dict]:
     with console.status(f"{n:,}: checking the engine against numpy ..."):
         truth = numpy_topk(storage, queries[:32])
         found = topk(storage, queries[:32], K)[1]
-    times: dict[tuple[str, int], list[float]] = {(m, b): [] for m in methods for b in (1, 32)}
     with console.status(f"{n:,}: {rounds} interleaved rounds over the memory-mapped index ..."):
-        for r in range(rounds):
-            for batch in (1, 32):
-                q = queries[(r * batch) % len(queries) :][:batch]
-                for name, fn in methods.items():
-                    start = time.perf_counter()
-                    fn(q)
-                    times[(name, batch)].append((time.perf_counter() - start) * 1000)
-    base = {b: float(np.median(times[("numpy brute force", b)])) for b in (1, 32)}
-    rows = []
-    for name in methods:
-        row: dict = {"n": n, "method": name, "index": str(index_dir)}
-        for b in (1, 32):
-            ms = float(np.median(times[(name, b)]))
-            row[f"ms_q{b}"], row[f"x_numpy_q{b}"] = ms, base[b] / ms
-        row["recall@10"] = 1.0 if name.startswith("numpy") else recall_at_k(found, truth)
-        rows.append(row)
-    return rows
+        times = interleaved(methods, queries, rounds)
+    found_by = {"numpy brute force": truth, "blocked, Flat fp32 (engine)": found}
+    return kernel_rows({"n": n, "index": str(index_dir)}, methods, times, found_by, truth)
 
 
 def candidates(n: int, dim: int, with_hnsw: bool) -> list[tuple[str, str | None, list[int]]]:

@@ -26,18 +26,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
 from trafficsearch.ioutil import atomic_write_json, atomic_write_text
 from trafficsearch.testing.loadgen import run_load
-from trafficsearch.testing.service import free_port, load_queries, machine
+from trafficsearch.testing.service import free_port, load_queries, machine, running_service
 
 DEFAULT_QUERIES = Path("/work/shared/data/cvpr2023-track2-val/val_label.txt")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -65,34 +63,24 @@ class Variant:
 
 @contextlib.contextmanager
 def serve(variant: Variant, startup_timeout: float = 300) -> Iterator[str]:
+    """`trafficsearch serve` from the variant's source tree on a free port; its log goes to the temp dir."""
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(variant.src), OMP_NUM_THREADS="2")
     if variant.encoder:
         env["TRAFFICSEARCH_QUERY_ENCODER"] = variant.encoder
     cmd = [sys.executable, "-m", "trafficsearch.cli", "serve", str(variant.index), "--port", str(port)]
-    log = open(Path(tempfile.gettempdir()) / f"service_baseline-{variant.name}.log", "w")  # noqa: SIM115
-    process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + startup_timeout
-    try:
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"{variant.name}: service exited with code {process.returncode}: {cmd}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{variant.name}: service did not start in {startup_timeout} s")
-            time.sleep(0.3)
-        yield url
-    finally:
-        process.terminate()
+    log_path = Path(tempfile.gettempdir()) / f"service_baseline-{variant.name}.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        started = False
         try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+            with running_service(process, f"http://127.0.0.1:{port}", startup_timeout) as url:
+                started = True
+                yield url
+        except RuntimeError as exc:
+            if started:  # raised by the measurement, not by the start-up
+                raise
+            raise SystemExit(f"{variant.name}: {exc}; see {log_path}") from None
 
 
 def measure(

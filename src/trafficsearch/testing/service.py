@@ -75,7 +75,16 @@ def serve_in_subprocess(
     port = free_port()
     config = json.dumps({"spec": asdict(spec), "port": port, "app": app_kwargs or {}, "threads": threads})
     process = subprocess.Popen([sys.executable, "-m", "trafficsearch.testing.service", config])
-    url = f"http://{LOOPBACK}:{port}"
+    with running_service(process, f"http://{LOOPBACK}:{port}", startup_timeout) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def running_service(process: subprocess.Popen, url: str, startup_timeout: float = 300) -> Iterator[str]:
+    """Wait until the started service `process` answers /healthz at `url`, yield `url`, then stop it.
+
+    RuntimeError when the process exits first or does not answer within `startup_timeout` seconds.
+    """
     deadline = time.monotonic() + startup_timeout
     try:
         while True:
