@@ -91,3 +91,25 @@ def test_bad_query_shape_is_refused(data) -> None:
     vectors, _ = data
     with pytest.raises(ValueError, match="dim"):
         topk(vectors, np.zeros((1, 5), np.float32), 3)
+
+
+def test_unaligned_storage_like_a_mapped_faiss_file_equals_the_oracle(data, tmp_path) -> None:
+    """A memory-mapped FAISS Flat file holds its float32 codes at an odd byte offset; the kernel copies
+    such blocks aligned (numpy's matmul skips BLAS otherwise) and must still return the oracle's top k."""
+    vectors, queries = data
+    raw = np.zeros(vectors.nbytes + 1, np.uint8)
+    unaligned = np.frombuffer(raw.data, np.float32, count=vectors.size, offset=1).reshape(vectors.shape)
+    assert not unaligned.flags.aligned
+    unaligned[:] = vectors
+    scores, rows = topk(unaligned, queries, 10, block=997)
+    want_s, want_r = oracle(vectors, queries, 10)
+    np.testing.assert_array_equal(rows, want_r)
+    np.testing.assert_allclose(scores, want_s, atol=1e-5)
+    index = faiss.IndexFlatIP(vectors.shape[1])
+    index.add(vectors)
+    path = tmp_path / "flat.index"
+    faiss.write_index(index, str(path))
+    mapped = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+    storage = flat_storage(mapped)
+    assert storage is not None
+    np.testing.assert_array_equal(search_exact(mapped, vectors, queries, 10)[1], want_r)

@@ -69,6 +69,10 @@ def topk(
         part = vectors[start:stop] if rows is None else vectors[ids]
         if part.dtype != np.float32:
             part = part.astype(np.float32)
+        elif not part.flags.aligned:
+            # a memory-mapped FAISS file puts the float32 codes at an odd byte offset; numpy's matmul skips
+            # BLAS for unaligned arrays (30x slower at 3,000 x 256), so one aligned copy of the block pays
+            part = np.array(part)
         scores = q @ part.T  # [Q, B]: one sgemm
         kb = min(k + _MARGIN, stop - start)
         if kb < scores.shape[1]:
