@@ -20,6 +20,7 @@ import numpy as np
 # Scores held at once (float32 elements): 64 MB. Fewer queries per call -> more rows per block.
 SCORE_BUDGET = 1 << 24
 MIN_BLOCK = 16_384
+COPY_ROWS = 1 << 18  # rows per block when blocks must be copied: 256 MB of float32 at dim 256
 _MARGIN = 16  # extra candidates per block re-scored: near-ties at the k-th place stay in
 
 
@@ -61,6 +62,8 @@ def topk(
     if k == 0 or len(q) == 0:
         return np.empty((len(q), k), np.float32), np.empty((len(q), k), np.int64)
     step = block or block_rows(len(q))
+    if vectors.dtype != np.float32 or not vectors.flags.aligned:
+        step = min(step, COPY_ROWS)  # each block is copied (converted or aligned): bound that copy
     best_s: np.ndarray | None = None
     best_r: np.ndarray | None = None
     for start in range(0, total, step):
