@@ -35,20 +35,6 @@ from trafficsearch.experiments import (
 from trafficsearch.experiments.labels import short
 from trafficsearch.ioutil import atomic_write_json, atomic_write_text
 
-# the end-to-end test's sizes: every stage runs in about a minute a seed
-TINY = DemoPlan(
-    config="demo/fast",
-    train=160,
-    val=80,
-    val_queries=50,
-    test=40,
-    epochs=1,
-    val_per_epoch=40,
-    blip_epochs=1,
-    attribute_epochs=1,
-    dev=60,
-    latency_queries=3,
-)
 KIND_HEADERS = {"overall": "mAP@10", "vehicle": "vehicles", "pedestrian": "pedestrians"}
 
 
@@ -99,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
 
-    plan = TINY if args.tiny else DemoPlan.fast() if args.fast else DemoPlan()
+    plan = DemoPlan.tiny() if args.tiny else DemoPlan.fast() if args.fast else DemoPlan()
     plan = replace(plan, workers=args.workers)
     mode = "tiny" if args.tiny else "fast" if args.fast else "demo"
     work = args.work / mode if mode != "demo" else args.work

@@ -22,19 +22,7 @@ def _scores(rows: list[dict]) -> list[dict]:
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
-    plan = DemoPlan(
-        config="demo/fast",
-        train=160,
-        val=80,
-        val_queries=50,  # half the texts searched, against the whole 80-image gallery
-        test=40,
-        epochs=1,
-        val_per_epoch=40,
-        blip_epochs=1,
-        attribute_epochs=1,
-        dev=60,
-        latency_queries=3,
-    )
+    plan = DemoPlan.tiny()
     work = tmp_path / "demo"
     result = run_demo(work, plan)
 

@@ -76,6 +76,23 @@ class DemoPlan:
             dev=500,
         )
 
+    @classmethod
+    def tiny(cls) -> DemoPlan:
+        """Test-sized: every stage runs in about a minute (the end-to-end test, `demo_seeds.py --tiny`)."""
+        return cls(
+            config="demo/fast",
+            train=160,
+            val=80,
+            val_queries=50,  # half the texts searched, against the whole 80-image gallery
+            test=40,
+            epochs=1,
+            val_per_epoch=40,
+            blip_epochs=1,
+            attribute_epochs=1,
+            dev=60,
+            latency_queries=3,
+        )
+
 
 @dataclass
 class DemoResult:
