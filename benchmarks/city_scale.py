@@ -270,10 +270,6 @@ def run_stage(name: str, fn_name: str, *args: Any) -> dict[str, Any]:
     return result
 
 
-class _Done(Exception):
-    """--search-only: the one stage ran; skip the rest."""
-
-
 def main() -> None:
     from rich.console import Console
     from rich.table import Table
@@ -314,22 +310,7 @@ def main() -> None:
         shutil.rmtree(args.work)
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"city scale: n={args.n:,} dim={dim} in {args.work}", flush=True)
-    try:
-        if args.search_only:
-            rows.append(
-                {
-                    "n": args.n,
-                    **run_stage(
-                        "open + search (Flat, mmap)", "stage_search", big, dim, args.queries, args.check, None
-                    ),
-                }
-            )
-            raise _Done
-
-        rows.append(
-            {"n": args.n, **run_stage("write shards + metadata CSV", "stage_shards", big, args.n, dim)}
-        )
-        rows.append({"n": args.n, **run_stage("merge (Flat, streaming)", "stage_merge", big, "Flat")})
+    if args.search_only:
         rows.append(
             {
                 "n": args.n,
@@ -338,52 +319,74 @@ def main() -> None:
                 ),
             }
         )
-        if ivf.lower() != "none":
-            rows.append({"n": args.n, **run_stage(f"merge ({ivf})", "stage_merge", big, ivf)})
+    else:
+        try:
+            rows.append(
+                {"n": args.n, **run_stage("write shards + metadata CSV", "stage_shards", big, args.n, dim)}
+            )
+            rows.append({"n": args.n, **run_stage("merge (Flat, streaming)", "stage_merge", big, "Flat")})
             rows.append(
                 {
                     "n": args.n,
                     **run_stage(
-                        f"open + search ({ivf}, nprobe {args.nprobe})",
-                        "stage_search",
-                        big,
-                        dim,
-                        args.queries,
-                        args.check,
-                        {"nprobe": args.nprobe},
+                        "open + search (Flat, mmap)", "stage_search", big, dim, args.queries, args.check, None
                     ),
                 }
             )
-        if args.milvus_n:
-            mv, mn = str(args.work / "milvus"), min(args.milvus_n, args.n)
-            run_stage("milvus: write shards", "stage_shards", mv, mn, dim)
-            run_stage("milvus: merge", "stage_merge", mv, "Flat")
+            if ivf.lower() != "none":
+                rows.append({"n": args.n, **run_stage(f"merge ({ivf})", "stage_merge", big, ivf)})
+                rows.append(
+                    {
+                        "n": args.n,
+                        **run_stage(
+                            f"open + search ({ivf}, nprobe {args.nprobe})",
+                            "stage_search",
+                            big,
+                            dim,
+                            args.queries,
+                            args.check,
+                            {"nprobe": args.nprobe},
+                        ),
+                    }
+                )
+            if args.milvus_n:
+                mv, mn = str(args.work / "milvus"), min(args.milvus_n, args.n)
+                run_stage("milvus: write shards", "stage_shards", mv, mn, dim)
+                run_stage("milvus: merge", "stage_merge", mv, "Flat")
+                rows.append(
+                    {
+                        "n": mn,
+                        **run_stage(
+                            "push to milvus-lite + search (FLAT)", "stage_milvus", mv, dim, args.queries
+                        ),
+                    }
+                )
+            bn = min(args.baseline_n, args.n)
+            run_stage("baseline: write shards", "stage_shards", small, bn, dim)
+            rows.append(
+                {"n": bn, **run_stage("baseline: main's merge (in RAM)", "stage_baseline_merge", small)}
+            )
+            rows.append({"n": bn, **run_stage("streaming merge (Flat)", "stage_merge", small, "Flat")})
+            rows.append(
+                {"n": bn, **run_stage("baseline: main's open (rows in Python)", "stage_baseline_open", small)}
+            )
             rows.append(
                 {
-                    "n": mn,
-                    **run_stage("push to milvus-lite + search (FLAT)", "stage_milvus", mv, dim, args.queries),
+                    "n": bn,
+                    **run_stage(
+                        "open + search (Flat, mmap)",
+                        "stage_search",
+                        small,
+                        dim,
+                        args.queries,
+                        args.check,
+                        None,
+                    ),
                 }
             )
-        bn = min(args.baseline_n, args.n)
-        run_stage("baseline: write shards", "stage_shards", small, bn, dim)
-        rows.append({"n": bn, **run_stage("baseline: main's merge (in RAM)", "stage_baseline_merge", small)})
-        rows.append({"n": bn, **run_stage("streaming merge (Flat)", "stage_merge", small, "Flat")})
-        rows.append(
-            {"n": bn, **run_stage("baseline: main's open (rows in Python)", "stage_baseline_open", small)}
-        )
-        rows.append(
-            {
-                "n": bn,
-                **run_stage(
-                    "open + search (Flat, mmap)", "stage_search", small, dim, args.queries, args.check, None
-                ),
-            }
-        )
-    except _Done:
-        pass
-    finally:
-        if not args.keep:
-            shutil.rmtree(args.work, ignore_errors=True)
+        finally:
+            if not args.keep:
+                shutil.rmtree(args.work, ignore_errors=True)
     table = Table(title=f"city scale, dim {dim}: peak RSS per stage (fresh process each)")
     for column in ("n", "stage", "s", "peak RSS MB", "anon MB", "imports", "search p50 ms (recall)"):
         table.add_column(column)
