@@ -29,6 +29,7 @@ from rich.table import Table
 
 from trafficsearch.benchmarking import machine_info
 from trafficsearch.ioutil import atomic_write_json, atomic_write_text
+from trafficsearch.testing.service import CheckoutVariant
 
 DEFAULT_QUERIES = Path("/work/shared/data/cvpr2023-track2-val/val_label.txt")
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -55,31 +56,19 @@ print(json.dumps({"cpu_ms": cpu}))
 """
 
 
-def parse_variant(text: str) -> dict[str, str | None]:
-    name, sep, rest = text.partition("=")
-    parts = rest.split(":")
-    if not sep or not name or len(parts) not in (2, 3):
-        raise SystemExit(f"--variant {text!r}: expected NAME=SRC:INDEX[:ENCODER]")
-    for path in parts[:2]:
-        if not Path(path).exists():
-            raise SystemExit(f"--variant {text!r}: {path} does not exist")
-    encoder = parts[2] if len(parts) == 3 else None
-    return {"name": name, "src": str(Path(parts[0]).resolve()), "index": parts[1], "encoder": encoder}
-
-
-def run_variant(variant: dict[str, str | None], texts: list[str]) -> list[float]:
-    env = dict(os.environ, PYTHONPATH=str(variant["src"]), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+def run_variant(variant: CheckoutVariant, texts: list[str]) -> list[float]:
+    env = dict(os.environ, PYTHONPATH=str(variant.src), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     env.pop("TRAFFICSEARCH_QUERY_ENCODER", None)
-    if variant["encoder"]:
-        env["TRAFFICSEARCH_QUERY_ENCODER"] = str(variant["encoder"])
+    if variant.encoder:
+        env["TRAFFICSEARCH_QUERY_ENCODER"] = variant.encoder
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(variant["index"]), json.dumps(texts)],
+        [sys.executable, "-c", CHILD, str(variant.index), json.dumps(texts)],
         env=env,
         capture_output=True,
         text=True,
     )
     if done.returncode != 0:
-        raise SystemExit(f"{variant['name']}: exited {done.returncode}: {done.stderr.strip()[-800:]}")
+        raise SystemExit(f"{variant.name}: exited {done.returncode}: {done.stderr.strip()[-800:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])["cpu_ms"]
 
 
@@ -90,32 +79,32 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=100, help="distinct texts per variant and round")
     parser.add_argument("--queries", type=Path, default=DEFAULT_QUERIES)
     args = parser.parse_args()
-    variants = [parse_variant(v) for v in args.variant]
+    variants = [CheckoutVariant.parse(v) for v in args.variant]
     lines = args.queries.read_text().splitlines()
     texts = list(dict.fromkeys(line.rsplit("$", 1)[-1] for line in lines if line.strip()))
     need = args.texts * args.rounds * len(variants)
     if len(texts) < need:
         raise SystemExit(f"{args.queries}: {len(texts)} distinct texts, {need} needed")
     console = Console(width=100)
-    per: dict[str, list[float]] = {str(v["name"]): [] for v in variants}  # median CPU ms per round
+    per: dict[str, list[float]] = {v.name: [] for v in variants}  # median CPU ms per round
     chunk = 0
     for r in range(args.rounds):
         for v in variants:
             own = texts[chunk * args.texts : (chunk + 1) * args.texts]
             chunk += 1
-            with console.status(f"round {r + 1}/{args.rounds}: {v['name']}"):
+            with console.status(f"round {r + 1}/{args.rounds}: {v.name}"):
                 cpu = run_variant(v, own)
-            per[str(v["name"])].append(statistics.median(cpu))
-            console.print(f"round {r + 1} {v['name']}: median {statistics.median(cpu):.2f} CPU ms/query")
-    base = str(variants[0]["name"])
+            per[v.name].append(statistics.median(cpu))
+            console.print(f"round {r + 1} {v.name}: median {statistics.median(cpu):.2f} CPU ms/query")
+    base = variants[0].name
     summary = []
     for v in variants:
-        name = str(v["name"])
+        name = v.name
         ratios = [b / m for m, b in zip(per[name], per[base], strict=True)]
         summary.append(
             {
                 "variant": name,
-                "encoder": v["encoder"] or "torch",
+                "encoder": v.encoder or "torch",
                 "cpu_ms_median": statistics.median(per[name]),
                 "cpu_ms_rounds": [round(x, 3) for x in per[name]],
                 "queries_per_cpu_s": 1000 / statistics.median(per[name]),
@@ -135,7 +124,12 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_json(
         RESULTS / "cold_query_cpu.json",
-        {"benchmark": "cold_query_cpu", "variants": variants, "summary": summary, "machine": info},
+        {
+            "benchmark": "cold_query_cpu",
+            "variants": [{**v.__dict__, "src": str(v.src), "index": str(v.index)} for v in variants],
+            "summary": summary,
+            "machine": info,
+        },
     )
     md = [
         "# CPU cost of a cold query: this checkout against a baseline checkout, same run",

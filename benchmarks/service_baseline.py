@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -35,34 +34,20 @@ from rich.table import Table
 
 from trafficsearch.ioutil import atomic_write_json, atomic_write_text
 from trafficsearch.testing.loadgen import run_load
-from trafficsearch.testing.service import free_port, load_queries, machine, running_service
+from trafficsearch.testing.service import (
+    CheckoutVariant,
+    free_port,
+    load_queries,
+    machine,
+    running_service,
+)
 
 DEFAULT_QUERIES = Path("/work/shared/data/cvpr2023-track2-val/val_label.txt")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    src: Path
-    index: Path
-    encoder: str | None
-
-    @classmethod
-    def parse(cls, text: str) -> Variant:
-        name, sep, rest = text.partition("=")
-        parts = rest.split(":")
-        if not sep or len(parts) not in (2, 3) or not name:
-            raise SystemExit(f"--variant {text!r}: expected NAME=SRC:INDEX[:ENCODER]")
-        src, index = Path(parts[0]).resolve(), Path(parts[1]).resolve()
-        for path in (src, index):
-            if not path.exists():
-                raise SystemExit(f"--variant {text!r}: {path} does not exist")
-        return cls(name, src, index, parts[2] if len(parts) == 3 else None)
-
-
 @contextlib.contextmanager
-def serve(variant: Variant, startup_timeout: float = 300) -> Iterator[str]:
+def serve(variant: CheckoutVariant, startup_timeout: float = 300) -> Iterator[str]:
     """`trafficsearch serve` from the variant's source tree on a free port; its log goes to the temp dir."""
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(variant.src), OMP_NUM_THREADS="2")
@@ -84,7 +69,7 @@ def serve(variant: Variant, startup_timeout: float = 300) -> Iterator[str]:
 
 
 def measure(
-    variant: Variant, texts: list[str], levels: list[int], requests: int, budget: float
+    variant: CheckoutVariant, texts: list[str], levels: list[int], requests: int, budget: float
 ) -> list[dict]:
     """One fresh service: warm-up (not measured), then each level with its own distinct texts."""
     per_level = len(texts) // len(levels)
@@ -110,7 +95,7 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=90.0, help="time limit per level")
     parser.add_argument("--queries", type=Path, default=DEFAULT_QUERIES)
     args = parser.parse_args()
-    variants = [Variant.parse(v) for v in args.variant]
+    variants = [CheckoutVariant.parse(v) for v in args.variant]
     console = Console(width=100)
     per_round = args.requests * len(args.concurrency)
     texts = load_queries(args.queries, limit=per_round * args.rounds * len(variants))

@@ -106,6 +106,30 @@ def running_service(process: subprocess.Popen, url: str, startup_timeout: float 
             process.wait()
 
 
+@dataclass(frozen=True)
+class CheckoutVariant:
+    """One side of a same-run comparison of checkouts (benchmarks/cold_query_cpu.py, service_baseline.py):
+    the source tree to put on PYTHONPATH, the index it searches, and optionally the query encoder."""
+
+    name: str
+    src: Path
+    index: Path
+    encoder: str | None
+
+    @classmethod
+    def parse(cls, text: str) -> CheckoutVariant:
+        """NAME=SRC:INDEX[:ENCODER]; SystemExit naming the argument when malformed or a path is missing."""
+        name, sep, rest = text.partition("=")
+        parts = rest.split(":")
+        if not sep or len(parts) not in (2, 3) or not name:
+            raise SystemExit(f"--variant {text!r}: expected NAME=SRC:INDEX[:ENCODER]")
+        src, index = Path(parts[0]).resolve(), Path(parts[1]).resolve()
+        for path in (src, index):
+            if not path.exists():
+                raise SystemExit(f"--variant {text!r}: {path} does not exist")
+        return cls(name, src, index, parts[2] if len(parts) == 3 else None)
+
+
 machine = machine_info  # benchmarks/load_test.py and service_overhead.py import it from here
 
 
