@@ -22,6 +22,7 @@ from trafficsearch.experiments.seeds import (
     load_spread,
     plan_differences,
     run_seeds,
+    seed_stats,
     spread_path,
     summarise_seeds,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "results_table",
     "run_demo",
     "run_seeds",
+    "seed_stats",
     "score_ranking",
     "score_system",
     "spread_path",

@@ -60,7 +60,7 @@ def run_seeds(
     return out
 
 
-def stats(values: Sequence[float]) -> dict[str, Any]:
+def seed_stats(values: Sequence[float]) -> dict[str, Any]:
     """Mean, sample standard deviation (None for one value), min, max and the values themselves."""
     values = [float(v) for v in values]
     if not values:
@@ -90,7 +90,7 @@ def _system_of(rows: Sequence[dict[str, Any]], split: str, prefix: str) -> str |
 def summarise_seeds(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The spread over seeds of every system's official mAP@10 (points), see the module docstring.
 
-    `systems[name][split][rule][kind]` holds stats(); "best single model" is, per seed, the single model
+    `systems[name][split][rule][kind]` holds seed_stats(); "best single model" is, per seed, the single model
     the demo's comparison picked on that split (`best_single[split]` lists them)."""
     by_seed = [{(r["split"], r["system"], r["rule"]): r for r in res["rows"]} for res in results]
     names = list(dict.fromkeys(r["system"] for res in results for r in res["rows"]))
@@ -116,7 +116,7 @@ def summarise_seeds(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
                         value = _points(rows.get((split, system, rule)), key)
                         if value is not None:
                             values.append(value)
-                    per_kind[kind] = stats(values)
+                    per_kind[kind] = seed_stats(values)
                 per_rule[rule] = per_kind
             if any(v["n"] for per_kind in per_rule.values() for v in per_kind.values()):
                 per_split[split] = per_rule
@@ -130,7 +130,7 @@ def summarise_seeds(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
             y = _points(rows.get((split, b_of_seed(i), "equal")), None)
             if x is not None and y is not None:
                 values.append(x - y)
-        return stats(values)
+        return seed_stats(values)
 
     full = FULL_SYSTEM if FULL_SYSTEM in names else fusion
     return {
