@@ -86,3 +86,38 @@ def test_onnx_itm_head_scores_like_pytorch(monkeypatch: pytest.MonkeyPatch) -> N
         rtol=1e-4,
     )
     assert onnx_text.itm_head(ColorModel()) is None
+
+
+def test_auto_means_onnx_when_installed_and_the_service_default_is_auto(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(onnx_text.ENV, "auto")
+    assert onnx_text.onnx_available() and onnx_text.backend() == "onnx"  # the test extra installs both
+    monkeypatch.setattr(onnx_text, "onnx_available", lambda: False)
+    assert onnx_text.backend() == "torch"  # without onnxruntime: PyTorch, no error
+    monkeypatch.undo()
+    monkeypatch.delenv(onnx_text.ENV, raising=False)
+    monkeypatch.setattr(onnx_text, "_default", onnx_text._default)  # restored after the test
+    onnx_text.set_default("auto")  # what `trafficsearch serve` does
+    assert onnx_text.backend() == "onnx"
+    monkeypatch.setenv(onnx_text.ENV, "torch")  # the environment still wins over the process default
+    assert onnx_text.backend() == "torch"
+    with pytest.raises(ConfigError, match="query encoder='fast'"):
+        onnx_text.set_default("fast")
+
+
+def test_serve_warm_up_runs_every_stage_before_the_first_request() -> None:
+    from trafficsearch.cli.serve_commands import warm_up
+
+    class Engine:
+        def __init__(self, rerank_stages: list) -> None:
+            self.rerank_stages, self.calls = rerank_stages, []
+
+        def search(self, texts, k=10, rerank=False):
+            self.calls.append((tuple(texts), k, rerank))
+
+    plain, reranking = Engine([]), Engine(["itm"])
+    warm_up(plain)
+    warm_up(reranking)
+    assert plain.calls == [(("warm-up",), 1, False)]
+    assert reranking.calls == [(("warm-up",), 1, False), (("warm-up",), 1, True)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,14 @@ def exposure_options(
     }
 
 
+def warm_up(engine: Any) -> None:
+    """One query through every stage before the first request, so no analyst waits for an ONNX export or a
+    first-call allocation (a reranking engine is warmed with and without re-ranking)."""
+    engine.search(["warm-up"], k=1)
+    if getattr(engine, "rerank_stages", None):
+        engine.search(["warm-up"], k=1, rerank=True)
+
+
 def serve(
     index_dir: Path = typer.Argument(..., help="Index directory written by `trafficsearch index`."),
     host: str = typer.Option(
@@ -95,18 +104,29 @@ def serve(
     audit_log: Path | None = typer.Option(None, help="Append one JSON line per search to this file."),
     audit_max_mb: int = typer.Option(10, min=1, help="Rotate the audit log past this size (5 kept)."),
     rate_limit: str | None = typer.Option(None, help="Searches per token, e.g. 60/min or 5/s."),
+    query_encoder: str | None = typer.Option(
+        None,
+        help="torch | onnx | auto (default: $TRAFFICSEARCH_QUERY_ENCODER, else auto = ONNX Runtime when "
+        "installed): runs the query text towers and the ITM head, exported at start-up.",
+    ),
 ) -> None:
     """Serve search over HTTP: POST /search, GET /images/{id}, /thumbs/{id}, /healthz, the page at /."""
     if not index_dir.is_dir():
         raise TrafficSearchError("index directory not found", path=index_dir)
     options = exposure_options(host, token_file, allow_host, cors_origin, audit_log, audit_max_mb, rate_limit)
+    from trafficsearch.models import onnx_text
     from trafficsearch.search.opener import open_engine
     from trafficsearch.serve.app import create_app
     from trafficsearch.serve.server import serve_forever
 
+    if query_encoder is not None:
+        os.environ[onnx_text.ENV] = onnx_text.check_choice(query_encoder, "--query-encoder")
+    onnx_text.set_default("auto")  # a long-lived service: the export pays for itself after a few queries
     device = pick_device(device)
     with console.status(f"opening index {index_dir} ..."):
         engine = open_engine(index_dir, model=model, device=device)
+    with console.status(f"preparing the query encoder ({onnx_text.backend()}) ..."):
+        warm_up(engine)
     app = create_app(
         engine,
         max_k=max_k,

@@ -1,9 +1,11 @@
 """Query text towers through ONNX Runtime: the same embeddings (cosine to PyTorch fp32 > 0.9999), about 2x
 faster per cold query on the CPU (benchmarks/query_encode.py).
 
-Opt-in with TRAFFICSEARCH_QUERY_ENCODER=onnx (default `torch`): the first query of a model pays the export
-(seconds), and the exported graph is a snapshot of the weights at that moment, right for a search service,
-wrong for a model still training. PyTorch dynamic int8 (`quantize_dynamic` on the Linear layers) was
+Chosen per process: TRAFFICSEARCH_QUERY_ENCODER=torch|onnx|auto (auto: onnx when onnxruntime is installed).
+The library and one-shot commands default to `torch`; `trafficsearch serve` defaults to `auto` and exports
+at start-up (`set_default`). Why not ONNX everywhere: the first query of a model pays the export (seconds),
+and the exported graph is a snapshot of the weights at that moment, right for a search service, wrong for a
+model still training. PyTorch dynamic int8 (`quantize_dynamic` on the Linear layers) was
 measured too and rejected: cosine to fp32 0.94 on the real val texts, far below 0.999.
 
 Covered: open_clip models with a Hugging Face text trunk (the demo default, MiniLM) and BLIP's unimodal text
@@ -12,10 +14,12 @@ encoder (ITC). Anything else (and any export failure) keeps the PyTorch encoder.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import logging
 import os
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,16 +32,38 @@ from torch import nn
 from trafficsearch.errors import ConfigError
 
 ENV = "TRAFFICSEARCH_QUERY_ENCODER"
-CHOICES = ("torch", "onnx")
+CHOICES = ("torch", "onnx", "auto")
 log = logging.getLogger(__name__)
 _encoders: weakref.WeakKeyDictionary[Any, OnnxTextEncoder | None] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
-def backend() -> str:
-    value = os.environ.get(ENV, "torch").strip().lower() or "torch"
+_default = "torch"  # what an unset $TRAFFICSEARCH_QUERY_ENCODER means in this process (set_default)
+
+
+def check_choice(value: str, source: str = ENV) -> str:
+    value = value.strip().lower()
     if value not in CHOICES:
-        raise ConfigError(f"{ENV}={value!r}: expected one of {', '.join(CHOICES)}", field=ENV)
+        raise ConfigError(f"{source}={value!r}: expected one of {', '.join(CHOICES)}", field=source)
+    return value
+
+
+def set_default(value: str) -> None:
+    """The backend this process uses when $TRAFFICSEARCH_QUERY_ENCODER is unset (the service: auto)."""
+    global _default
+    _default = check_choice(value, "query encoder")
+
+
+def onnx_available() -> bool:
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+
+
+def backend() -> str:
+    """The query encoder in effect, `torch` or `onnx`: $TRAFFICSEARCH_QUERY_ENCODER, else this process's
+    default; `auto` is onnx when onnxruntime (and onnx, the exporter's) are installed."""
+    value = check_choice(os.environ.get(ENV, "").strip() or _default)
+    if value == "auto":
+        return "onnx" if onnx_available() else "torch"
     return value
 
 
@@ -69,7 +95,8 @@ def _onnxruntime() -> Any:
         import onnxruntime
     except ImportError as exc:
         raise ConfigError(
-            f"{ENV}=onnx needs onnxruntime and onnx: pip install 'trafficsearch[onnx]'", field=ENV
+            f"{ENV}=onnx needs onnxruntime and onnx (dependencies): pip install onnxruntime onnx",
+            field=ENV,
         ) from exc
     return onnxruntime
 
@@ -91,7 +118,11 @@ def _export_session(
     was_training = mode.training
     mode.eval()
     try:
-        with torch.no_grad():
+        # the tracer's warnings (data-dependent branches of transformers' masking, constant-folded for the
+        # dynamic axes declared here; checked against PyTorch in tests/test_onnx_text.py) say nothing the
+        # operator of a service can act on
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             torch.onnx.export(
                 wrapper,
                 example,
