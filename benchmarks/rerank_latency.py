@@ -1,9 +1,11 @@
 """ITM re-ranking latency added per cold query (K candidates): encoding the candidates at query time (decode
 + BLIP ViT, as before) vs reading their stored image tokens (index/itm_tokens.py), same queries, same
-candidates, interleaved query by query in one run. The model is the demo's BLIP (`blip-small` config) with
-random weights: the same cost as the trained one.
+candidates, interleaved query by query in one run. The model is the demo's BLIP (`blip-small-minilm3`, what
+configs/demo/blip-small.yaml fine-tunes from package:blip-small) with random weights: the same cost as the
+trained one.
 
-    .venv/bin/python benchmarks/rerank_latency.py [--images 500] [--queries 40] [--k 10] [--config blip-small]
+    .venv/bin/python benchmarks/rerank_latency.py [--images 500] [--queries 40] [--k 10] \
+        [--config blip-small-minilm3]
 
 Queries are real validation texts (packaged labels); each query's K candidates are drawn at random from a
 gallery of traffic-crop-like JPEGs. Prints a table; writes benchmarks/results/rerank_latency.{json,md}.
@@ -48,7 +50,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--queries", type=int, default=40)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--config", default="blip-small", help="packaged BLIP config (random init)")
+    parser.add_argument(
+        "--config", default="blip-small-minilm3", help="packaged BLIP config (random init); the demo's"
+    )
     args = parser.parse_args()
     from trafficsearch.models.blip import create_blip
 
@@ -140,6 +144,10 @@ def main() -> None:
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores (shared; load average {os.getloadavg()[0]:.1f}), "
         f"torch {m['torch']} ({m.get('torch_threads')} threads).",
+        "",
+        f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '(unset)')} "
+        f"benchmarks/rerank_latency.py --images {args.images} --queries {args.queries} --k {args.k} "
+        f"--config {args.config}`",
         "",
         "| method | p50 ms | mean ms | x encode |",
         "|---|---|---|---|",
