@@ -178,8 +178,11 @@ def render(summary: list[dict[str, Any]]) -> tuple[Table, list[str]]:
         title="official mAP@10 x100 (equal), last checkpoint, mean±sd over seeds; Δ: paired, vs ref.",
         title_justify="left",
         box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        show_edge=False,
     )
-    for i, head in enumerate(heads):
+    for i, head in enumerate(("variant", "val", "veh.", "ped.", "test", "Δ val", "Δ test", "s")):
         table.add_column(head, justify="left" if i == 0 else "right", no_wrap=True)
     md = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for row in summary:
