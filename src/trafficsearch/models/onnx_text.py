@@ -90,8 +90,10 @@ class _BlipText(nn.Module):
 
 
 def _onnxruntime() -> Any:
-    """onnxruntime, an optional dependency (the `onnx` extra): a clear line when it is not installed."""
+    """onnxruntime (and onnx, which torch.onnx.export writes through): a clear line when either is missing
+    (both are dependencies, but a trimmed environment may lack them)."""
     try:
+        import onnx  # noqa: F401 - imported here so a missing exporter fails with this line, not mid-export
         import onnxruntime
     except ImportError as exc:
         raise ConfigError(
