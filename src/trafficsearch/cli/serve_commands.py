@@ -126,7 +126,10 @@ def serve(
     with console.status(f"opening index {index_dir} ..."):
         engine = open_engine(index_dir, model=model, device=device)
     with console.status(f"preparing the query encoder ({onnx_text.backend()}) ..."):
-        warm_up(engine)
+        try:
+            warm_up(engine)
+        except TrafficSearchError as exc:  # e.g. an empty gallery: requests get the same error, as a 4xx
+            console.print(f"[yellow]warm-up query failed, serving anyway:[/] {exc}")
     app = create_app(
         engine,
         max_k=max_k,
