@@ -113,3 +113,31 @@ def test_unaligned_storage_like_a_mapped_faiss_file_equals_the_oracle(data, tmp_
     storage = flat_storage(mapped)
     assert storage is not None
     np.testing.assert_array_equal(search_exact(mapped, vectors, queries, 10)[1], want_r)
+
+
+def test_copied_blocks_stay_cache_sized_and_still_equal_the_oracle(monkeypatch) -> None:
+    """Unaligned (or fp16) storage is copied block by block; the default block is capped at COPY_BYTES so
+    the copy is still in cache when the sgemm reads it. Several capped blocks must give the oracle's top k."""
+    from trafficsearch.index import exact
+
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((5000, 64)).astype(np.float32)
+    queries = rng.standard_normal((3, 64)).astype(np.float32)
+    raw = np.zeros(vectors.nbytes + 1, np.uint8)
+    unaligned = np.frombuffer(raw.data, np.float32, count=vectors.size, offset=1).reshape(vectors.shape)
+    unaligned[:] = vectors
+    seen: list[int] = []
+    real_select = exact._select
+
+    def counting(scores, rows, k):
+        seen.append(1)
+        return real_select(scores, rows, k)
+
+    monkeypatch.setattr(exact, "COPY_BYTES", 1024 * 64 * 4)  # 1,024 rows of dim 64 per copied block
+    monkeypatch.setattr(exact, "_select", counting)
+    _, rows = exact.topk(unaligned, queries, 10)
+    np.testing.assert_array_equal(rows, oracle(vectors, queries, 10)[1])
+    assert len(seen) == 5  # ceil(5000 / 1024) blocks, not one block of the whole gallery
+    seen.clear()
+    exact.topk(vectors, queries, 10)  # aligned float32 is scanned in place: no cap, one block
+    assert len(seen) == 1
