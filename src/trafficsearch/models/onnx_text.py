@@ -14,6 +14,7 @@ encoder (ITC). Anything else (and any export failure) keeps the PyTorch encoder.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import io
 import logging
@@ -54,6 +55,7 @@ def set_default(value: str) -> None:
     _default = check_choice(value, "query encoder")
 
 
+@functools.cache  # installed packages do not change under a running process; backend() asks per query
 def onnx_available() -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
