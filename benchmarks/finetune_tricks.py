@@ -39,6 +39,7 @@ from trafficsearch.experiments import (
     ModelCache,
     index_member,
     load_split_data,
+    official_points,
     open_single,
     prepare_data,
     score_system,
@@ -77,9 +78,9 @@ BY_KEY = {v.key: v for v in VARIANTS}
 
 def points(rows: list[dict[str, Any]], split: str, kind: str | None) -> float:
     """Official mAP@10 (equal rule) x100 of one split, overall or one kind, from score_system rows."""
-    row = next(r for r in rows if r["split"] == split and r["rule"] == "equal")
-    scores = row["overall"] if kind is None else row["per_kind"][kind]
-    return 100 * scores["map_official"]
+    value = official_points(next(r for r in rows if r["split"] == split and r["rule"] == "equal"), kind)
+    assert value is not None, f"no {kind} queries in {split}"
+    return value
 
 
 class Tricks:
@@ -221,11 +222,11 @@ def main() -> None:
                 f"[{time.perf_counter() - start:6.0f} s] {variant.key} seed {seed}: val "
                 f"{done['scores']['val/overall']:.2f}, test-style {done['scores']['test/overall']:.2f}"
             )
+    have = {(r["variant"], r["seed"]) for r in runs}
     for path in sorted((args.work / "rows").glob("*.json")):  # rows of earlier invocations (--only)
         row = json.loads(path.read_text(encoding="utf-8"))
-        if (row["variant"], row["seed"]) not in {(r["variant"], r["seed"]) for r in runs}:
-            if row["variant"] in BY_KEY and row["seed"] in seeds:
-                runs.append(row)
+        if (row["variant"], row["seed"]) not in have and row["variant"] in BY_KEY and row["seed"] in seeds:
+            runs.append(row)
     summary = summarise(runs, seeds)
     table, md = render(summary)
     console.print(table)

@@ -93,14 +93,20 @@ def test_bad_query_shape_is_refused(data) -> None:
         topk(vectors, np.zeros((1, 5), np.float32), 3)
 
 
-def test_unaligned_storage_like_a_mapped_faiss_file_equals_the_oracle(data, tmp_path) -> None:
-    """A memory-mapped FAISS Flat file holds its float32 codes at an odd byte offset; the kernel copies
-    such blocks aligned (numpy's matmul skips BLAS otherwise) and must still return the oracle's top k."""
-    vectors, queries = data
+def _unaligned_copy(vectors: np.ndarray) -> np.ndarray:
+    """`vectors` at an odd byte offset, as a memory-mapped FAISS Flat file holds its codes."""
     raw = np.zeros(vectors.nbytes + 1, np.uint8)
     unaligned = np.frombuffer(raw.data, np.float32, count=vectors.size, offset=1).reshape(vectors.shape)
     assert not unaligned.flags.aligned
     unaligned[:] = vectors
+    return unaligned
+
+
+def test_unaligned_storage_like_a_mapped_faiss_file_equals_the_oracle(data, tmp_path) -> None:
+    """A memory-mapped FAISS Flat file holds its float32 codes at an odd byte offset; the kernel copies
+    such blocks aligned (numpy's matmul skips BLAS otherwise) and must still return the oracle's top k."""
+    vectors, queries = data
+    unaligned = _unaligned_copy(vectors)
     scores, rows = topk(unaligned, queries, 10, block=997)
     want_s, want_r = oracle(vectors, queries, 10)
     np.testing.assert_array_equal(rows, want_r)
@@ -123,9 +129,7 @@ def test_copied_blocks_stay_cache_sized_and_still_equal_the_oracle(monkeypatch) 
     rng = np.random.default_rng(3)
     vectors = rng.standard_normal((5000, 64)).astype(np.float32)
     queries = rng.standard_normal((3, 64)).astype(np.float32)
-    raw = np.zeros(vectors.nbytes + 1, np.uint8)
-    unaligned = np.frombuffer(raw.data, np.float32, count=vectors.size, offset=1).reshape(vectors.shape)
-    unaligned[:] = vectors
+    unaligned = _unaligned_copy(vectors)
     seen: list[int] = []
     real_select = exact._select
 

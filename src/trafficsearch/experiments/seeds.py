@@ -75,7 +75,7 @@ def seed_stats(values: Sequence[float]) -> dict[str, Any]:
     }
 
 
-def _points(row: dict[str, Any] | None, kind: str | None) -> float | None:
+def official_points(row: dict[str, Any] | None, kind: str | None) -> float | None:
     """Official mAP@10 of a row (overall or one kind) in points (x100)."""
     if row is None:
         return None
@@ -113,7 +113,7 @@ def summarise_seeds(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
                     values = []
                     for i, rows in enumerate(by_seed):
                         system = best[split][i] if name == BEST_SINGLE else name
-                        value = _points(rows.get((split, system, rule)), key)
+                        value = official_points(rows.get((split, system, rule)), key)
                         if value is not None:
                             values.append(value)
                     per_kind[kind] = seed_stats(values)
@@ -126,8 +126,8 @@ def summarise_seeds(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     def difference(split: str, a: str | None, b_of_seed: Any) -> dict[str, Any]:
         values = []
         for i, rows in enumerate(by_seed):
-            x = _points(rows.get((split, a, "equal")), None) if a else None
-            y = _points(rows.get((split, b_of_seed(i), "equal")), None)
+            x = official_points(rows.get((split, a, "equal")), None) if a else None
+            y = official_points(rows.get((split, b_of_seed(i), "equal")), None)
             if x is not None and y is not None:
                 values.append(x - y)
         return seed_stats(values)
