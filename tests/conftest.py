@@ -21,6 +21,20 @@ SHARED = Path(os.environ.get("TRAFFICSEARCH_SHARED", REPO.parent / "shared"))
 VAL_DIR = SHARED / "data" / "cvpr2023-track2-val"
 
 
+@pytest.fixture(autouse=True)
+def _query_encoder_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve` run in-process sets this process's query-encoder default to auto (and --query-encoder sets
+    the variable): each test gets back the library default and the environment it started with."""
+    from trafficsearch.models import onnx_text
+
+    monkeypatch.setattr(onnx_text, "_default", onnx_text._default)
+    value = os.environ.get(onnx_text.ENV)
+    if value is None:
+        monkeypatch.delenv(onnx_text.ENV, raising=False)
+    else:
+        monkeypatch.setenv(onnx_text.ENV, value)
+
+
 @pytest.fixture(scope="session")
 def val_labels_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real val labels: from shared/ beside the checkout, else the copy packaged with trafficsearch."""

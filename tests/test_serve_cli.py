@@ -96,6 +96,27 @@ def test_serve_command_user_errors_are_one_line(
     assert len(lines) == 1 and lines[0].startswith("error:") and "idx" in lines[0]
 
 
+@pytest.mark.parametrize("how", ["flag", "environment"])
+def test_a_bad_query_encoder_stops_serve_with_one_line_before_the_index_opens(
+    tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from trafficsearch.cli import main
+    from trafficsearch.models import onnx_text
+
+    argv = ["trafficsearch", "serve", str(tmp_path), "--port", str(free_port())]  # not an index either
+    if how == "flag":
+        argv += ["--query-encoder", "fast"]
+    else:
+        monkeypatch.setenv(onnx_text.ENV, "fast")
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.strip().splitlines() if line.strip()]
+    needle = "--query-encoder='fast'" if how == "flag" else f"{onnx_text.ENV}='fast'"
+    assert len(lines) == 1 and needle in lines[0] and "torch, onnx, auto" in lines[0]
+
+
 @pytest.mark.parametrize(
     ("args", "needle"),
     [

@@ -122,10 +122,11 @@ def serve(
     if query_encoder is not None:
         os.environ[onnx_text.ENV] = onnx_text.check_choice(query_encoder, "--query-encoder")
     onnx_text.set_default("auto")  # a long-lived service: the export pays for itself after a few queries
+    encoder = onnx_text.backend()  # a bad $TRAFFICSEARCH_QUERY_ENCODER stops here, not at every request
     device = pick_device(device)
     with console.status(f"opening index {index_dir} ..."):
         engine = open_engine(index_dir, model=model, device=device)
-    with console.status(f"preparing the query encoder ({onnx_text.backend()}) ..."):
+    with console.status(f"preparing the query encoder ({encoder}) ..."):
         try:
             warm_up(engine)
         except TrafficSearchError as exc:  # e.g. an empty gallery: requests get the same error, as a 4xx
