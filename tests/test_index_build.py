@@ -172,6 +172,8 @@ def test_add_extends_a_trained_ivf_index_without_retraining(tmp_path: Path) -> N
     )
     data = open_index(tmp_path / "idx")
     assert data.manifest["faiss"]["factory"] == "IVF2,Flat" and data.faiss.ntotal == 41
+    # a trainable index searches its own codes: the vectors file keeps the shards' fp16
+    assert data.manifest["vectors_dtype"] == "float16" and data.vectors.dtype == np.float16
     assert np.array_equal(faiss.extract_index_ivf(data.faiss).quantizer.reconstruct_n(0, 2), centroids)
 
 

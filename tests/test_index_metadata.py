@@ -4,6 +4,7 @@ filterable in the engine; the streaming merge's Flat writer checked byte for byt
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import faiss
@@ -12,6 +13,7 @@ import pytest
 
 from trafficsearch.errors import DataError, TrafficSearchError
 from trafficsearch.index import build_index
+from trafficsearch.index.exact import direct_scan, flat_storage, search_exact
 from trafficsearch.index.faiss_util import load_faiss, write_flat
 from trafficsearch.index.filters import parse_where
 from trafficsearch.index.imagemeta import read_image_metadata
@@ -159,7 +161,29 @@ def test_flat_index_is_written_in_chunks_byte_identical_to_faiss(tmp_path: Path)
     np.testing.assert_allclose(d1, d2, rtol=1e-6)
 
 
-def test_merged_vectors_are_fp16_and_the_index_opens_memory_mapped(indexed: Path) -> None:
+def test_a_flat_index_keeps_aligned_float32_vectors_that_the_exact_scan_reads_directly(
+    indexed: Path,
+) -> None:
     data = open_index(indexed / "idx")
-    assert data.vectors.dtype == np.float16 and isinstance(data.vectors, np.memmap)
+    assert data.manifest["vectors_dtype"] == "float32" and data.vectors.dtype == np.float32
+    assert isinstance(data.vectors, np.memmap) and direct_scan(data.vectors)
     assert data.faiss.ntotal == data.count == len(COLORS)
+    # FAISS's own memory-mapped codes sit at an unaligned offset: those would be copied block by block
+    storage = flat_storage(data.faiss)
+    assert storage is not None and not direct_scan(storage)
+    np.testing.assert_array_equal(storage, data.vectors)
+    # the float32 rows are the shards' fp16 values, upcast exactly
+    np.testing.assert_array_equal(data.vectors, np.asarray(data.vectors).astype(np.float16))
+    queries = np.asarray(data.vectors[:3]) + 0.01
+    oracle = np.argsort(-(queries @ np.asarray(data.vectors).T), axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(search_exact(data.faiss, data.vectors, queries, 5)[1], oracle)
+
+
+def test_a_manifest_naming_another_vectors_dtype_is_refused(indexed: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "idx"
+    shutil.copytree(indexed / "idx", copy)
+    manifest = json.loads((copy / "manifest.json").read_text(encoding="utf-8"))
+    manifest["vectors_dtype"] = "float16"
+    (copy / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(TrafficSearchError, match="holds float32, the manifest says float16"):
+        open_index(copy)

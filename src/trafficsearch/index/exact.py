@@ -41,6 +41,11 @@ def flat_storage(index: faiss.Index) -> np.ndarray | None:
     return faiss.rev_swig_ptr(index.get_xb(), index.ntotal * index.d).reshape(index.ntotal, index.d)
 
 
+def direct_scan(vectors: np.ndarray) -> bool:
+    """Whether `topk` can hand blocks of `vectors` to BLAS as they are (aligned float32, no copy)."""
+    return vectors.dtype == np.float32 and bool(vectors.flags.aligned)
+
+
 def block_rows(n_queries: int, budget: int = SCORE_BUDGET) -> int:
     return max(MIN_BLOCK, budget // max(1, n_queries))
 
@@ -66,7 +71,7 @@ def topk(
     if k == 0 or len(q) == 0:
         return np.empty((len(q), k), np.float32), np.empty((len(q), k), np.int64)
     step = block or block_rows(len(q))
-    if vectors.dtype != np.float32 or not vectors.flags.aligned:
+    if not direct_scan(vectors):
         step = min(step, max(1024, COPY_BYTES // (4 * vectors.shape[1])))  # each block is copied
     best_s: np.ndarray | None = None
     best_r: np.ndarray | None = None
@@ -111,9 +116,11 @@ def search_exact(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top k over an index's gallery in FAISS's (scores, rows) layout, rows -1-padded to k.
 
-    Scans the Flat index's own float32 storage when it has one (no copy), else the fp16 `vectors`.
+    Scans `vectors` when they are aligned float32 (what merge writes under a Flat index: one sgemm per
+    block, no copy), else the Flat index's own float32 storage (memory-mapped at an unaligned offset, so
+    copied block by block), else the fp16 `vectors` (converted block by block).
     """
-    storage = flat_storage(index)
+    storage = vectors if direct_scan(vectors) else flat_storage(index)
     scores, found = topk(storage if storage is not None else vectors, queries, k, rows)
     width = max(1, int(k))
     if found.shape[1] < width:  # FAISS pads with -1 / -inf where fewer rows qualify

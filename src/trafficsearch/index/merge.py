@@ -1,8 +1,9 @@
 """Merge finished shards into a committed index with bounded memory.
 
-Shards stream one at a time into a memory-mapped fp16 vectors file and a SQLite database; the FAISS index
-is built from that file in float32 chunks (trainable types on a seeded sample) and written to disk with
-faiss.write_index; the default exact 'Flat' index is written straight from the file, never held in RAM.
+Shards stream one at a time into a memory-mapped vectors file (float32 under the exact Flat index, fp16
+otherwise: `vectors_dtype_for`) and a SQLite database; the FAISS index is built from that file in float32
+chunks (trainable types on a seeded sample) and written to disk with faiss.write_index; the default exact
+'Flat' index is written straight from the file, never held in RAM.
 Peak memory is one shard plus one chunk plus the plan (and, for non-flat types, the index itself).
 """
 
@@ -70,6 +71,19 @@ def _same_prefix(old: np.ndarray, new: np.ndarray) -> bool:
     )
 
 
+def vectors_dtype_for(factory: str) -> type[np.floating]:
+    """The merged vectors file's dtype: float32 under an exact Flat index, fp16 (the shards' own) otherwise.
+
+    Why float32 for Flat: the engine's exact scan (index/exact.py) runs one sgemm per block straight over an
+    aligned float32 memory map. FAISS's own file puts its codes at byte 45, which is not aligned, so every
+    block used to be copied first. At 10M x 256 that copy made a one-query scan 0.60x numpy's
+    (benchmarks/results/search_latency_index-10000000.md). The values are the shards' fp16 ones, upcast
+    exactly; the cost is disk (d x 4 bytes per row instead of d x 2). Trainable indexes keep fp16: their
+    search reads FAISS's codes, and the vectors only feed training, re-ranking and filtered fallbacks.
+    """
+    return np.float32 if faiss_util.is_flat(factory) else np.float16
+
+
 def record_deleted(index_dir: Path, ids: Iterable[int]) -> set[int]:
     """Add ids to the directory's deleted list (merges and store ingests leave them out); the new set."""
     deleted = read_deleted(index_dir) | {int(i) for i in ids}
@@ -115,11 +129,18 @@ def merge_index(
         files = {kind: gen_file(kind, gen) for kind in ("vectors", "metadata", "faiss")}
         kinds: collections.Counter[str] = collections.Counter()
         skipped: list[tuple[int, str]] = []
+        prev = _previous_manifest(index_dir)
+        prev_faiss = (prev or {}).get("faiss", {})
+        factory = (
+            factory or prev_faiss.get("factory") or plan.config.get("factory") or faiss_util.DEFAULT_FACTORY
+        )
+        vectors_dtype = vectors_dtype_for(factory)
         vec_tmp = index_dir / f".{files['vectors']}.tmp"
-        out = np.lib.format.open_memmap(vec_tmp, mode="w+", dtype=np.float16, shape=(total, dim))
+        out = np.lib.format.open_memmap(vec_tmp, mode="w+", dtype=vectors_dtype, shape=(total, dim))
         bar = Progress(disable=not progress, transient=True)
         with bar:
             task = bar.add_task("merging shards", total=n_shards)
+
             def advance(number: int) -> None:
                 bar.advance(task)
                 if on_shard is not None:
@@ -134,12 +155,6 @@ def merge_index(
             os.fsync(handle.fileno())
         os.replace(vec_tmp, index_dir / files["vectors"])
         vectors = np.load(index_dir / files["vectors"], mmap_mode="r")
-
-        prev = _previous_manifest(index_dir)
-        prev_faiss = (prev or {}).get("faiss", {})
-        factory = (
-            factory or prev_faiss.get("factory") or plan.config.get("factory") or faiss_util.DEFAULT_FACTORY
-        )
         params = _write_faiss(index_dir, files["faiss"], vectors, factory, prev, progress)
         with atomic_open(index_dir / SKIPPED, "w") as handle:
             for image_id, reason in sorted(skipped):
@@ -241,7 +256,7 @@ def _manifest(
         "updated": now,
         "count": int(count),
         "dim": dim,
-        "vectors_dtype": "float16",
+        "vectors_dtype": np.dtype(vectors_dtype_for(factory)).name,
         "n_planned": len(plan.entries),
         "n_skipped": n_skipped,
         "model_name": plan.config["model_name"],

@@ -19,7 +19,7 @@ from trafficsearch.index.metadata import Metadata
 class IndexData:
     dir: Path
     manifest: dict[str, Any]
-    vectors: np.ndarray  # [count, dim] float16 (memory-mapped)
+    vectors: np.ndarray  # [count, dim] memory-mapped: float32 under a Flat index, else float16
     faiss: faiss.Index
     metadata: Metadata
 
@@ -52,9 +52,17 @@ def _part(index_dir: Path, manifest: dict[str, Any], key: str) -> Path:
 def load_vectors(index_dir: Path, manifest: dict[str, Any]) -> np.ndarray:
     path = _part(index_dir, manifest, "vectors")
     try:
-        return np.load(path, mmap_mode="r")
+        vectors = np.load(path, mmap_mode="r")
     except (OSError, ValueError) as exc:
         raise IndexError_(f"vectors file is unreadable: {exc}", path=path) from None
+    expected = str(manifest.get("vectors_dtype", "float16"))
+    if vectors.dtype.name != expected:
+        raise IndexError_(
+            f"vectors file holds {vectors.dtype.name}, the manifest says {expected}",
+            path=path,
+            field="vectors_dtype",
+        )
+    return vectors
 
 
 def open_index(index_dir: str | Path) -> IndexData:

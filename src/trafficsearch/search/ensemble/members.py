@@ -102,7 +102,8 @@ class EmbeddingMember(Member):
         self._perm = np.array([mine[p] for p in ref_paths], dtype=np.int64)
         self._inverse = np.empty(len(self._perm), dtype=np.int64)
         self._inverse[self._perm] = np.arange(len(self._perm))
-        self._vectors = np.asarray(self.data.vectors)[self._perm]  # fp16, reference order
+        # fp16, reference order (a Flat index's float32 file holds the shards' fp16 values: no rounding)
+        self._vectors = np.asarray(self.data.vectors)[self._perm].astype(np.float16, copy=False)
         # small galleries keep a float32 copy: a single query then skips converting every block (~5 ms/10k)
         self._vectors32 = (
             self._vectors.astype(np.float32) if self._vectors.size <= _FLOAT32_COPY_MAX else None
