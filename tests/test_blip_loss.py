@@ -73,6 +73,40 @@ def test_hard_negatives_never_hit_a_positive(many_to_many: bool) -> None:
         assert counts[same_attr_other_id].sum() > 0
 
 
+def test_a_hard_share_below_one_mixes_in_uniform_negatives() -> None:
+    """loss.itm_hard_share: the draw is hard_share * softmax(sim) + (1 - hard_share) * uniform over the
+    allowed columns; positives stay excluded either way."""
+    gen = torch.Generator().manual_seed(0)
+    exclude = torch.tensor([[True, False, False, False, False]])
+    sim = torch.tensor([[50.0, 30.0, 0.0, 0.0, 0.0]])  # column 1 is by far the hardest allowed negative
+    rows = torch.zeros(8000, dtype=torch.long)
+    counts = {}
+    for share in (1.0, 0.5, 0.0):
+        idx, valid = sample_hard_negatives(sim[rows], exclude[rows], generator=gen, hard_share=share)
+        assert valid.all() and not (idx == 0).any()
+        counts[share] = torch.bincount(idx, minlength=5).float() / len(idx)
+    assert counts[1.0][1] > 0.999  # BLIP: always the hardest
+    expected_half = torch.tensor([0.0, 0.5 + 0.5 / 4, 0.5 / 4, 0.5 / 4, 0.5 / 4])
+    assert torch.allclose(counts[0.5], expected_half, atol=0.02)
+    assert torch.allclose(counts[0.0], torch.tensor([0.0, 0.25, 0.25, 0.25, 0.25]), atol=0.02)
+
+
+def test_the_loss_passes_its_hard_share_to_both_samplers(blip_tiny, monkeypatch) -> None:
+    import trafficsearch.train.blip_loss as blip_loss
+
+    seen = []
+    real = blip_loss.sample_hard_negatives
+
+    def spy(sim, exclude, generator=None, hard_share=1.0):
+        seen.append(hard_share)
+        return real(sim, exclude, generator, hard_share)
+
+    monkeypatch.setattr(blip_loss, "sample_hard_negatives", spy)
+    blip_itc_itm_loss(blip_tiny, _pixels(), TEXTS, [0, 1, 2, 3])
+    blip_itc_itm_loss(blip_tiny, _pixels(), TEXTS, [0, 1, 2, 3], itm_hard_share=0.25)
+    assert seen == [1.0, 1.0, 0.25, 0.25]
+
+
 def test_sampler_edge_rows() -> None:
     gen = torch.Generator().manual_seed(0)
     exclude = torch.tensor([[True, True, True], [True, False, False]])

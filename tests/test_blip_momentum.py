@@ -222,6 +222,14 @@ def test_off_by_default_and_on_in_the_seed_config() -> None:
         assert load_config(name).loss.queue_size == 0
     seed = load_config("seed/blip-large")
     assert (seed.loss.queue_size, seed.loss.momentum, seed.loss.alpha) == (57600, 0.995, 0.4)
+    # ITM negatives: all hard in the seed (BLIP's), half uniform in the CPU demo's pre-training + fine-tune
+    assert seed.loss.itm_hard_share == 1.0
+    for name in ("demo/blip-small", "pretrain/blip-small"):
+        assert load_config(name).loss.itm_hard_share == 0.5
+    half = config_from_dict(
+        {"model": {"family": "blip", "name": "blip-tiny"}, "loss": {"itm_hard_share": 0.5}}
+    )
+    assert BlipTask.create(half, "cpu").itm_hard_share == 0.5
 
 
 @pytest.mark.parametrize(
@@ -233,6 +241,8 @@ def test_off_by_default_and_on_in_the_seed_config() -> None:
         ("blip", {"momentum": 1.01}, "loss.momentum"),
         ("blip", {"queue_size": 8, "targets": "equal"}, "loss.targets"),  # the queue keeps image ids only
         ("clip", {"queue_size": 8}, "loss.queue_size"),  # CLIP has no momentum encoders
+        ("blip", {"itm_hard_share": 1.2}, "loss.itm_hard_share"),
+        ("clip", {"itm_hard_share": 0.5}, "loss.itm_hard_share"),  # CLIP has no ITM
     ],
 )
 def test_bad_momentum_settings_name_the_field(family: str, loss: dict, field: str) -> None:

@@ -65,10 +65,12 @@ def test_opt_in_only_and_uncovered_models_keep_pytorch(monkeypatch: pytest.Monke
         onnx_text.backend()
 
 
-def test_onnx_itm_head_scores_like_pytorch(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("itm_pool", ["cls", "mean"])
+def test_onnx_itm_head_scores_like_pytorch(monkeypatch: pytest.MonkeyPatch, itm_pool: str) -> None:
     from trafficsearch.models.blip import create_blip
 
     blip = create_blip("blip-tiny", seed=0).eval()
+    blip.itm_pool = itm_pool  # the demo's BLIP pools the mean (blip-small-minilm3.json)
     torch.manual_seed(0)
     pixels = torch.rand(len(TEXTS), 3, blip.image_size, blip.image_size)
     tokens = blip.itm_image_tokens(pixels)

@@ -173,3 +173,39 @@ def test_mean_text_pooling_for_a_minilm_text_encoder(tmp_path):
     assert back.text_pool == "mean" and torch.equal(back.encode_texts(texts), emb)
     with pytest.raises(ConfigError, match="not one of cls, mean"):
         BlipRetrieval(mean.hf, mean.tokenizer, mean.preprocess, name="x", text_pool="max")
+    with pytest.raises(ConfigError, match="not one of cls, mean"):
+        BlipRetrieval(mean.hf, mean.tokenizer, mean.preprocess, name="x", itm_pool="max")
+
+
+def test_mean_itm_pooling_lets_the_pair_reach_the_itm_head(tmp_path):
+    """Under MiniLM's frozen self-attention the [ENC] output is one vector whatever the caption and image
+    (the shipped ITM head sat at the prior); the mean of the multimodal tokens differs by pair."""
+    from trafficsearch.models.blip import create_blip, load_blip, load_blip_config
+
+    texts = ["red Audi sedan parked on a street", "photo of a woman in a long coat with a backpack"]
+    cfg = load_blip_config("blip-small-minilm3")
+    assert cfg["itm_pool"] == "mean"
+    (tmp_path / "cls.json").write_text(json.dumps({**cfg, "itm_pool": "cls"}))
+    torch.manual_seed(0)
+    mean = create_blip("blip-small-minilm3")
+    cls = create_blip(tmp_path / "cls.json")
+    cls.load_state_dict(mean.state_dict())
+    mean.eval(), cls.eval()
+    pixels = torch.rand(2, 3, 64, 64)
+    pairs = {}
+    for name, model in (("cls", cls), ("mean", mean)):
+        captured: list[torch.Tensor] = []
+        hook = model.hf.itm_head.register_forward_hook(
+            lambda _m, args, _o, into=captured: into.append(args[0])
+        )
+        tok = model.tokenizer(texts)
+        with torch.no_grad():
+            model.itm_logits(tok.input_ids, tok.attention_mask, model.image_tokens(pixels))
+        hook.remove()
+        a, b = torch.nn.functional.normalize(captured[0], dim=-1)
+        pairs[name] = float(a @ b)
+    assert pairs["cls"] > 0.999 and pairs["mean"] < 0.99
+    mean.save(tmp_path / "ckpt")
+    back = load_blip(tmp_path / "ckpt")
+    assert back.itm_pool == "mean"
+    assert torch.equal(back.itm_scores(texts, pixels), mean.itm_scores(texts, pixels))

@@ -46,7 +46,9 @@ WEIGHTS_FILE = "weights.safetensors"
 MODEL_FILE = "model.json"
 TEMP_INIT = 0.07
 TEMP_MIN, TEMP_MAX = 0.001, 0.5
-TEXT_POOLS = ("cls", "mean")  # ITC text feature: BLIP's [CLS], or the masked mean (MiniLM's own pooling)
+# What ITC's text feature (text_pool) and ITM's multimodal feature (itm_pool) read: BLIP's [CLS] / [ENC]
+# token, or the masked mean of the tokens (MiniLM's own pooling).
+TEXT_POOLS = ("cls", "mean")
 # Salesforce/blip-itm-large-coco: ViT-L/16 + BERT-base with cross-attention, ~470M parameters. For building
 # it offline with random weights (tests, memory and speed checks); transformers fills in the rest.
 BLIP_LARGE_ARCHITECTURE: dict[str, Any] = {
@@ -105,10 +107,12 @@ class BlipRetrieval(nn.Module, RetrievalModel):
         source: str | None = None,
         temp: float = TEMP_INIT,
         text_pool: str = "cls",
+        itm_pool: str = "cls",
     ) -> None:
         super().__init__()
-        if text_pool not in TEXT_POOLS:
-            raise ConfigError(f"{text_pool!r} is not one of {', '.join(TEXT_POOLS)}", field="text_pool")
+        for field, pool in (("text_pool", text_pool), ("itm_pool", itm_pool)):
+            if pool not in TEXT_POOLS:
+                raise ConfigError(f"{pool!r} is not one of {', '.join(TEXT_POOLS)}", field=field)
         cfg = hf_model.config
         if tokenizer.vocab_size > cfg.text_config.vocab_size:
             raise ConfigError(
@@ -131,6 +135,7 @@ class BlipRetrieval(nn.Module, RetrievalModel):
         self.image_size = int(preprocess.image_size)
         self.temp = nn.Parameter(torch.tensor(float(temp)))
         self.text_pool = text_pool
+        self.itm_pool = itm_pool
         self.checkpoint_path: Path | None = None
         native = cfg.vision_config.image_size
         native = native[0] if isinstance(native, (list, tuple)) else native
@@ -180,23 +185,23 @@ class BlipRetrieval(nn.Module, RetrievalModel):
         initialised from a sentence-transformers BERT (MiniLM), trained with mean pooling: its frozen `[CLS]`
         output is the same vector for every caption (cosine 1.000 measured), so ITC could not learn."""
         out = self.hf.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        if self.text_pool == "mean":
-            mask = attention_mask.unsqueeze(-1).to(out.dtype)
-            pooled = (out * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        else:
-            pooled = out[:, 0, :]
-        return F.normalize(self.hf.text_proj(pooled), dim=-1)
+        return F.normalize(self.hf.text_proj(_pool(out, attention_mask, self.text_pool)), dim=-1)
 
     def itm_logits(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_tokens: torch.Tensor
     ) -> torch.Tensor:
-        """Pairwise text i x image i -> ITM logits [N,2] (class 1 = match). `[CLS]` becomes `[ENC]` here."""
+        """Pairwise text i x image i -> ITM logits [N,2] (class 1 = match). `[CLS]` becomes `[ENC]` here.
+
+        BLIP reads the `[ENC]` output; `itm_pool: mean` (a config's) reads the masked mean of the tokens. Why:
+        with MiniLM's self-attention frozen, the first token's output is one vector whatever the caption
+        and image, so a match could not reach the head through it (the ITM loss stayed at the prior's,
+        0.637 = H(1/3), and pairs scored AUC 0.50); every token's cross-attention reaches the mean."""
         ids = input_ids.clone()
         ids[:, 0] = self.tokenizer.enc_token_id
         out = self.hf.text_encoder(
             input_ids=ids, attention_mask=attention_mask, encoder_hidden_states=image_tokens
         )
-        return self.hf.itm_head(out.last_hidden_state[:, 0, :])
+        return self.hf.itm_head(_pool(out.last_hidden_state, attention_mask, self.itm_pool))
 
     # -- RetrievalModel ---------------------------------------------------------------------------------
     def image_transform(self) -> Callable[[Image.Image], torch.Tensor]:
@@ -358,7 +363,16 @@ class BlipRetrieval(nn.Module, RetrievalModel):
             "preprocess": self.preprocess.to_dict(),
             "tokenizer": {"source": self.tokenizer.source, "max_length": self.tokenizer.max_length},
             "text_pool": self.text_pool,
+            "itm_pool": self.itm_pool,
         }
+
+
+def _pool(hidden: torch.Tensor, attention_mask: torch.Tensor, how: str) -> torch.Tensor:
+    """[N,L,H] token outputs -> [N,H]: the first token's, or the mean over the unmasked tokens."""
+    if how == "mean":
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    return hidden[:, 0, :]
 
 
 class _eval:
@@ -504,6 +518,7 @@ def create_blip(
         name=name,
         source=source,
         text_pool=cfg.get("text_pool", "cls"),
+        itm_pool=cfg.get("itm_pool", "cls"),
     )
     return model.to(device)
 
@@ -574,6 +589,7 @@ def load_blip(path: str | Path, device: str | torch.device = "cpu") -> BlipRetri
         name=meta.get("name", directory.name),
         source=meta.get("source"),
         text_pool=meta.get("text_pool", "cls"),
+        itm_pool=meta.get("itm_pool", "cls"),
     )
     state = load_file(str(weights_path))
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -120,12 +120,17 @@ def positive_mask(
 
 
 def sample_hard_negatives(
-    sim: torch.Tensor, exclude: torch.Tensor, generator: torch.Generator | None = None
+    sim: torch.Tensor,
+    exclude: torch.Tensor,
+    generator: torch.Generator | None = None,
+    hard_share: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One negative column per row, drawn from softmax(sim) with `exclude`d entries at zero weight (BLIP ITM).
 
-    Returns (index [B], valid [B]); a row whose every entry is excluded has no negative (valid False).
-    Rows whose allowed weights all underflow to 0 fall back to uniform over the allowed entries.
+    `hard_share` < 1 draws from the mixture hard_share * that distribution + (1 - hard_share) * uniform over
+    the allowed entries (loss.itm_hard_share). Returns (index [B], valid [B]); a row whose every entry is
+    excluded has no negative (valid False). Rows whose allowed weights all underflow to 0 fall back to
+    uniform over the allowed entries.
     """
     with torch.no_grad():
         weights = F.softmax(sim.float(), dim=1).masked_fill(exclude, 0.0)
@@ -134,6 +139,11 @@ def sample_hard_negatives(
         total = weights.sum(dim=1)
         fallback = valid & ~(torch.isfinite(total) & (total > 0))
         weights[fallback] = allowed[fallback].float()
+        if hard_share < 1.0:
+            uniform = allowed.float()
+            weights = hard_share * weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-30) + (
+                1.0 - hard_share
+            ) * uniform / uniform.sum(dim=1, keepdim=True).clamp_min(1.0)
         weights[~valid] = 1.0  # any column; the caller drops these rows
         index = torch.multinomial(weights, 1, generator=generator).squeeze(1)
     return index, valid
@@ -185,6 +195,7 @@ def blip_itc_itm_loss(
     generator: torch.Generator | None = None,
     positives: tuple[torch.Tensor, torch.Tensor] | None = None,
     momentum: DistillTargets | None = None,
+    itm_hard_share: float = 1.0,
 ) -> dict[str, torch.Tensor]:
     """The seed's BLIP loss: ITC (soft targets over same-id positives) + ITM with one hard negative image per
     text and one hard negative text per image. Returns {"loss", "itc", "itm", "temp"}.
@@ -195,6 +206,7 @@ def blip_itc_itm_loss(
     (local image -> world text [b,N], local text -> world image [b,N]) instead of ids / `many_to_many`, for
     rules equality cannot express (the "contain" rule is not symmetric); each row must hold its own pair.
     `momentum`: momentum distillation + queue columns for ITC (`distilled_itc`); ITM is unchanged.
+    `itm_hard_share`: the share of ITM negatives drawn by similarity (BLIP: 1), the rest uniformly.
     """
     model.clamp_temperature()
     local = features
@@ -231,8 +243,9 @@ def blip_itc_itm_loss(
             sim_t2i = local.text_feat @ world.image_feat.t() / temp
 
     # ITM hard negatives: sampled without grad from the same similarities, positives masked out.
-    neg_image, ok_image = sample_hard_negatives(sim_t2i.detach(), pos_t2i, generator)  # for each text
-    neg_text, ok_text = sample_hard_negatives(sim_i2t.detach(), pos_i2t, generator)  # for each image
+    share = itm_hard_share
+    neg_image, ok_image = sample_hard_negatives(sim_t2i.detach(), pos_t2i, generator, share)  # per text
+    neg_text, ok_text = sample_hard_negatives(sim_i2t.detach(), pos_i2t, generator, share)  # per image
     ids = torch.cat([local.input_ids, local.input_ids, world.input_ids[neg_text]])
     mask = torch.cat([local.attention_mask, local.attention_mask, world.attention_mask[neg_text]])
     images = torch.cat([local.image_tokens, world.image_tokens[neg_image], local.image_tokens])

@@ -96,8 +96,10 @@ class BlipTask:
         targets: str = "one_to_one",
         frozen: list[nn.Module] | None = None,
         distiller: MomentumDistiller | None = None,
+        itm_hard_share: float = 1.0,
     ) -> None:
         self.model = model
+        self.itm_hard_share = itm_hard_share
         self.module: nn.Module = model
         self.targets = targets
         self.frozen = list(frozen or [])
@@ -123,7 +125,7 @@ class BlipTask:
             distiller = MomentumDistiller(
                 cfg.loss.queue_size, cfg.loss.momentum, cfg.loss.alpha, model.embed_dim, seed=cfg.train.seed
             )
-        return cls(model, cfg.loss.targets, frozen, distiller)
+        return cls(model, cfg.loss.targets, frozen, distiller, cfg.loss.itm_hard_share)
 
     @property
     def preprocess(self) -> Preprocess:
@@ -154,7 +156,15 @@ class BlipTask:
                 self.model, batch.pixels, tok, local.image_ids, world.image_ids, positives, step, dist
             )
         out = blip_itc_itm_loss(
-            self.model, None, None, None, features=local, world=world, positives=positives, momentum=momentum
+            self.model,
+            None,
+            None,
+            None,
+            features=local,
+            world=world,
+            positives=positives,
+            momentum=momentum,
+            itm_hard_share=self.itm_hard_share,
         )
         if momentum is not None:
             out["alpha"] = torch.tensor(momentum.alpha, dtype=torch.float64)  # logged as given

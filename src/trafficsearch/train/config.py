@@ -103,6 +103,11 @@ class LossConfig:
     queue_size: int = 0  # entries of momentum features (and image ids) ITC also contrasts against
     momentum: float = 0.995  # EMA of the momentum encoders: param_m = m * param_m + (1 - m) * param
     alpha: float = 0.4  # weight of the momentum model's softmax in the ITC targets (ramped over epoch 1)
+    # BLIP only: share of ITM negatives drawn by ITC similarity (BLIP and the seed: 1.0), the rest uniformly
+    # at random. Why below 1 for the CPU demo: its randomly initialised cross-attention never learned from
+    # hard negatives alone (the ITM loss stayed at the prior's H(1/3) = 0.637), while with half of them
+    # uniform it did (0.52 after 120 steps); random negatives teach the easy cues the hard ones build on.
+    itm_hard_share: float = 1.0
 
 
 @dataclass
@@ -329,9 +334,17 @@ def _validate_momentum(cfg: Config) -> None:
         raise ConfigError(
             f"must be >= 0 (0 switches the queue off), got {loss.queue_size}", field="loss.queue_size"
         )
-    for key, value in (("loss.momentum", loss.momentum), ("loss.alpha", loss.alpha)):
+    for key, value in (
+        ("loss.momentum", loss.momentum),
+        ("loss.alpha", loss.alpha),
+        ("loss.itm_hard_share", loss.itm_hard_share),
+    ):
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"must be in [0, 1], got {value}", field=key)
+    if loss.itm_hard_share != 1.0 and cfg.model.family != "blip":
+        raise ConfigError(
+            "ITM negatives are BLIP's (model.family: blip); leave it at 1.0", field="loss.itm_hard_share"
+        )
     if loss.queue_size == 0:
         return
     if cfg.model.family != "blip":
