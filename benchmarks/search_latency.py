@@ -9,8 +9,9 @@ and 32 queries per call, timed in interleaved rounds so machine load hits every 
     .venv/bin/python benchmarks/search_latency.py --exact-only --sizes 1000000   # 10000000: ~16 GB RAM
     .venv/bin/python benchmarks/search_latency.py --index DIR   # numpy vs the engine over a built index
 
-`--index` times numpy brute force and the engine's kernel over the memory-mapped float32 storage of an
-existing Flat index directory (e.g. the 10M one `benchmarks/city_scale.py --keep` leaves), no copy.
+`--index` times numpy brute force and the engine over an existing Flat index directory (e.g. the 10M one
+`benchmarks/city_scale.py --keep` leaves): over its memory-mapped float32 vectors file (what a search scans),
+over FAISS's mapped codes (copied block by block: the path before that file) and over an in-RAM copy.
 
 Run it once as the environment is and once with `env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`: the table
 names the OpenBLAS kernel each library ran (threadpoolctl).
@@ -159,47 +160,67 @@ def kernel_rows(head: dict, methods: dict, times: dict, found: dict, truth: np.n
 
 
 def index_rows(index_dir: Path, rounds: int, console: Console) -> list[dict]:
-    """numpy brute force vs the engine's kernel over a built Flat index's float32 storage.
+    """numpy brute force vs the engine over a built Flat index, in three phases that each fit in memory.
 
-    numpy's matmul runs BLAS only on aligned arrays, and a memory-mapped FAISS file puts the codes at an odd
-    offset (numpy then loops without BLAS, 30x slower): so the baseline is numpy over an aligned in-RAM copy
-    (n x d x 4 bytes of memory), and the engine is timed both over that copy (the kernel alone) and over the
-    memory-mapped file (what the engine searches; aligned block copies, index/exact.py), the latter first
-    and before the copy exists, in rounds of its own.
+    1. The engine as a search runs it (`search_exact`: the aligned float32 vectors file merge writes under a
+       Flat index, memory-mapped, one sgemm per block, no copy) interleaved with numpy brute force over the
+       same mapped file.
+    2. The kernel over FAISS's own memory-mapped codes, which sit at an unaligned offset, so every block is
+       copied first (what the engine scanned before the float32 vectors file), in rounds of its own.
+    3. numpy brute force and the kernel over an aligned in-RAM copy (n x d x 4 bytes of memory), interleaved.
+    Each phase runs alone because two 10 GB views of the gallery would evict each other's pages and time
+    the disk (at 10M that made a scan 3x slower). Ratios are against numpy in the same phase.
     """
+    from trafficsearch.index.exact import direct_scan, search_exact
     from trafficsearch.index.store import open_index
 
     data = open_index(index_dir)
-    storage = flat_storage(data.faiss)
-    if storage is None:
+    codes = flat_storage(data.faiss)
+    if codes is None:
         raise SystemExit(f"{index_dir}: not a Flat inner-product index (no float32 storage to scan)")
-    n = len(storage)
+    if not direct_scan(data.vectors):
+        raise SystemExit(f"{index_dir}: {data.vectors.dtype} vectors; re-merge (`trafficsearch index merge`)")
+    mapped = data.vectors
+    n = len(mapped)
     rng = np.random.default_rng(7)
     picks = np.sort(rng.choice(n, 64, replace=False))
-    queries = np.asarray(storage[picks]) + 0.3 * rng.standard_normal((64, storage.shape[1]), np.float32)
+    queries = np.asarray(mapped[picks]) + 0.3 * rng.standard_normal((64, mapped.shape[1]), np.float32)
     queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
-    engine = {"blocked, Flat fp32 mmap (engine)": lambda q: topk(storage, q, K)}
-    # the engine first, alone: with a 10 GB copy in RAM beside it the kernel would evict the mapped file's
-    # pages and time the disk (at 10M that made it 3x slower); numpy and the kernel over the copy after
-    with console.status(f"{n:,}: {rounds} rounds of the engine over the memory-mapped index ..."):
-        times = interleaved(engine, queries, rounds)
-        found_by = {name: fn(queries[:32])[1] for name, fn in engine.items()}
-    with console.status(f"{n:,}: an aligned in-RAM copy for numpy ({storage.nbytes / 2**30:.1f} GiB) ..."):
-        ram = np.empty(storage.shape, np.float32)
+    truth = numpy_topk(mapped, queries[:32])
+    mapped_methods = {
+        "numpy brute force": lambda q: numpy_topk(mapped, q),
+        "blocked, float32 vectors mmap (engine)": lambda q: search_exact(data.faiss, mapped, q, K),
+    }
+    with console.status(f"{n:,}: {rounds} rounds over the mapped vectors file ..."):
+        times = interleaved(mapped_methods, queries, rounds)
+        name = "blocked, float32 vectors mmap (engine)"
+        found = {"numpy brute force": truth, name: mapped_methods[name](queries[:32])[1]}
+    copied = {"blocked, FAISS codes mmap, copied blocks": lambda q: topk(codes, q, K)}
+    with console.status(f"{n:,}: {rounds} rounds over FAISS's mapped codes ..."):
+        times |= interleaved(copied, queries, rounds)  # against numpy over the mapped file (phase 1)
+        found |= {name: fn(queries[:32])[1] for name, fn in copied.items()}
+    head = {"n": n, "index": str(index_dir), "storage": "memory-mapped"}
+    rows = kernel_rows(head, mapped_methods | copied, times, found, truth)
+    with console.status(f"{n:,}: an aligned in-RAM copy for numpy ({mapped.nbytes / 2**30:.1f} GiB) ..."):
+        ram = np.empty(mapped.shape, np.float32)
         for start in range(0, n, 1 << 20):
-            ram[start : start + (1 << 20)] = storage[start : start + (1 << 20)]
+            ram[start : start + (1 << 20)] = mapped[start : start + (1 << 20)]
     in_ram = {
         "numpy brute force": lambda q: numpy_topk(ram, q),
         "blocked, in-RAM copy (kernel)": lambda q: topk(ram, q, K),
     }
-    with console.status(f"{n:,}: checking the engine against numpy ..."):
-        truth = numpy_topk(ram, queries[:32])
-        found_by["numpy brute force"] = truth
-        found_by["blocked, in-RAM copy (kernel)"] = topk(ram, queries[:32], K)[1]
     with console.status(f"{n:,}: {rounds} interleaved rounds in RAM ..."):
-        times |= interleaved(in_ram, queries, rounds)
-    methods = {**in_ram, **engine}
-    return kernel_rows({"n": n, "index": str(index_dir)}, methods, times, found_by, truth)
+        times = interleaved(in_ram, queries, rounds)
+        ram_found = {
+            "numpy brute force": truth,
+            "blocked, in-RAM copy (kernel)": topk(ram, queries[:32], K)[1],
+        }
+    head = {"n": n, "index": str(index_dir), "storage": "in-RAM copy"}
+    rows += kernel_rows(head, in_ram, times, ram_found, truth)
+    for row in rows:  # two numpy baselines: say which memory each scanned
+        if row["method"] == "numpy brute force":
+            row["method"] += f", {row['storage']}"
+    return rows
 
 
 def candidates(n: int, dim: int, with_hnsw: bool) -> list[tuple[str, str | None, list[int]]]:
@@ -366,6 +387,16 @@ def main() -> None:
         "speed against numpy brute force in the same round (x > 1: faster). BLAS kernels: "
         + ", ".join(f"{lib}: {arch}" for lib, arch in kernels.items())
         + f" (OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}).",
+        *(
+            [
+                "",
+                f"Over the built index {args.index} (`--index`): the memory-mapped rows are against numpy"
+                " over the same mapped vectors file (the engine interleaved with it; the FAISS-codes row"
+                " in rounds of its own after it), the in-RAM rows against numpy over an aligned in-RAM copy.",
+            ]
+            if args.index is not None
+            else []
+        ),
         "",
         "| n | method | recall@10 | 1 query ms | x numpy | 32 queries ms | x numpy |",
         "|---|---|---|---|---|---|---|",
