@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from trafficsearch.data.labels import read_labels
 from trafficsearch.experiments.demo import FULL_SYSTEM, DemoPlan, run_demo
@@ -77,6 +78,11 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
     else:
         assert fit["kind_weights"] == {} and set(fit["weights"].values()) == {1.0}
         assert "equal weights kept" in fit["reason"]
+    # the ITM re-rank weight was fitted on dev against the seed's 1:1 and the val ensemble re-ranks with it
+    rerank = fit["rerank"]
+    assert rerank["baseline_b"] == 1.0 and len(rerank["folds"]["fitted"]) == plan.fit_folds
+    assert rerank["b"] == 1.0 or rerank["folds"]["keep"] is True
+    assert yaml.safe_load(saved_ensemble)["rerank"]["b"] == rerank["b"]
     assert (work / "dev-data" / "val" / "val_label.txt").is_file()
     # the re-ranker's val index stores its ITM image tokens; the dev indexes (never re-ranked) do not
     assert (work / "index-val" / "blip" / "itm_tokens.npy").is_file()

@@ -7,6 +7,7 @@ recognises its ensemble.yaml.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -82,6 +83,12 @@ def fit_command(
     fold_margin: float = typer.Option(
         0.0, "--fold-margin", min=0.0, help="With --folds: least mean held-out gain (0-1) that keeps the fit."
     ),
+    rerank_weight: bool = typer.Option(
+        False,
+        "--rerank-weight",
+        help="Then fit the ITM re-rank weight b (seed form: fused + b x normalised logits) over the fitted "
+        "fusion, against the seed's b = 1 (with --folds: kept only when it wins on the held-out folds).",
+    ),
     device: str = device_option(),
 ) -> None:
     """Fit member weights on official mAP@10 (coordinate search) and save them into CONFIG (atomically).
@@ -98,6 +105,7 @@ def fit_command(
         is_ensemble_dir,
         load_ensemble,
         save_ensemble,
+        with_rerank_weight,
         with_weights,
     )
     from trafficsearch.search.opener import open_engine
@@ -141,10 +149,22 @@ def fit_command(
     if result.folds is not None:
         fit["folds"] = {k: _rounded(v) for k, v in result.folds.items()}
         fit["equal_map"] = round(result.equal_map or 0.0, 6)
-    save_ensemble(with_weights(source, result.weights, fit, result.kind_weights), config)
+    fitted = with_weights(source, result.weights, fit, result.kind_weights)
     inside = index / ENSEMBLE_FILE
-    if inside.resolve() != config.resolve():
-        save_ensemble(with_weights(load_ensemble(inside), result.weights, fit, result.kind_weights), inside)
+    fitted_inside = (
+        with_weights(load_ensemble(inside), result.weights, fit, result.kind_weights)
+        if inside.resolve() != config.resolve()
+        else None
+    )
+    rerank_fit = None
+    if rerank_weight:
+        rerank_fit = _fit_rerank(fitted_inside or fitted, index, records, rule, folds, fold_margin, device)
+        fit["rerank"] = rerank_fit.to_dict()
+        fitted = with_rerank_weight(fitted, rerank_fit.b)
+        fitted_inside = None if fitted_inside is None else with_rerank_weight(fitted_inside, rerank_fit.b)
+    save_ensemble(fitted, config)
+    if fitted_inside is not None:
+        save_ensemble(fitted_inside, inside)
     table = Table(title=f"{source.name}: mAP@10 ({rule}) {result.baseline:.4f} -> {result.map_official:.4f}")
     kinds = list(result.kind_weights or {})
     for column in ("member", "alone", "weight", *kinds):
@@ -161,6 +181,24 @@ def fit_command(
             f"{f['spread']:.4f} spread, margin {f['margin']:.4f}: {verdict}; equal weights score "
             f"{result.equal_map:.4f} on all labels"
         )
+    if rerank_fit is not None:
+        by_b = ", ".join(f"{b:g}: {m:.4f}" for b, m in rerank_fit.map_by_b.items())
+        console.print(f"re-rank weight b, mAP@10 ({rule}) by b: {by_b}; {rerank_fit.reason}")
+
+
+def _fit_rerank(
+    config: Any, index: Path, records: list[Any], rule: str, folds: int, margin: float, device: str
+) -> Any:
+    """The re-rank weight fitted through an engine over INDEX with the just-fitted fusion weights."""
+    from trafficsearch.errors import ConfigError
+    from trafficsearch.search.ensemble.rerank_fit import fit_rerank_weight
+    from trafficsearch.search.opener import open_engine
+
+    if config.rerank is None:
+        raise ConfigError("--rerank-weight needs a rerank section in the ensemble", field="rerank")
+    engine = open_engine(config, device=pick_device(device), base_dir=index)
+    with err.status("fitting the re-rank weight ..."):
+        return fit_rerank_weight(engine, records, rule=rule, folds=folds, fold_margin=margin)
 
 
 def _rounded(value: object) -> object:

@@ -59,6 +59,9 @@ class DemoPlan:
     fit_folds: int = 5
     fit_regularise: float = 0.005
     fit_margin: float = 0.0
+    # The ITM re-rank weight (seed form: fused + b x normalised logits; the seed's b = 1) fitted on dev and
+    # kept only when it beats b = 1 on the same held-out folds (search/ensemble/rerank_fit.py); False: b = 1.
+    rerank_fit: bool = True
     seed: int = 0
     workers: int = 2
 
@@ -204,6 +207,30 @@ def fit_weights_on_dev(work: Path, dev: Any, members: list[Any], models: Any, pl
     )
 
 
+def fit_rerank_on_dev(work: Path, dev: Any, members: list[Any], models: Any, plan: DemoPlan, fit: Any) -> Any:
+    """The ITM re-rank weight fitted on dev over the fusion as fitted (its weights), fold-checked against
+    the seed's 1:1 (DemoPlan.fit_folds, fit_margin); None without a member that can re-rank."""
+    from trafficsearch.experiments.systems import fit_rerank, reranker_of
+
+    weighted = [replace(m, weight=w) for m, w in zip(members, fit.weights, strict=True)]
+    blip = reranker_of(weighted, models)
+    if blip is None:
+        return None
+    return fit_rerank(
+        work / "ensemble-dev-rerank",
+        weighted,
+        models,
+        dev,
+        blip,
+        normalization=plan.normalization,
+        rerank_k=plan.rerank_k,
+        kind_weights=fit.kind_weights,
+        folds=plan.fit_folds if plan.fit_folds >= 2 else 0,
+        fold_margin=plan.fit_margin,
+        seed=plan.seed,
+    )
+
+
 def fit_summary(fit: Any, names: list[str], plan: DemoPlan) -> dict[str, Any]:
     """What results.json records of the fit: the weights used, whether the fitted ones were kept and why,
     and the fitted vs equal weights' held-out dev mAP@10 per fold."""
@@ -254,13 +281,34 @@ def fit_lines(summary: dict[str, Any]) -> list[str]:
         "  weights used: "
         + "; ".join(f"{k}: " + ", ".join(f"{m} {w:g}" for m, w in ws.items()) for k, ws in weights.items())
     )
+    rerank = summary.get("rerank")
+    if rerank:
+        lines.append("ITM re-rank weight b (fused + b x L2-normalised logits; the seed's b = 1) on dev:")
+        lines.append(
+            "  dev mAP@10 by b: "
+            + ", ".join(f"{float(b):g}: {100 * m:.2f}" for b, m in rerank["map_by_b"].items())
+        )
+        folds = rerank.get("folds")
+        if folds:
+            lines.append(
+                f"  held-out folds: fitted {' '.join(f'{100 * x:.2f}' for x in folds['fitted'])}; "
+                f"b = {rerank['baseline_b']:g}: {' '.join(f'{100 * x:.2f}' for x in folds['equal'])}"
+            )
+        lines.append(f"  {rerank['reason']}")
     return lines
 
 
 def score_split(
-    work: Path, data: Any, members: list[Any], models: Any, plan: DemoPlan, fit: Any = None
+    work: Path,
+    data: Any,
+    members: list[Any],
+    models: Any,
+    plan: DemoPlan,
+    fit: Any = None,
+    rerank_weight: float = 1.0,
 ) -> tuple[list, dict]:
-    """Rows of every system on one split, and each system's hits (the report shows the full system's)."""
+    """Rows of every system on one split, and each system's hits (the report shows the full system's).
+    `rerank_weight`: the seed form's weight of the normalised ITM logits (fitted on dev, else 1)."""
     from trafficsearch.eval.metrics import random_ranking
     from trafficsearch.experiments.systems import (
         open_fused,
@@ -289,6 +337,7 @@ def score_split(
             normalization=plan.normalization,
             rerank=blip,
             rerank_k=plan.rerank_k,
+            rerank_b=rerank_weight,
             kind_weights=None if fit is None else fit.kind_weights,
         )
         part, hits[FUSION] = score_system(
@@ -406,13 +455,21 @@ def run_demo(work: str | Path, plan: DemoPlan, console: Console | None = None) -
         )
         fit = _timed(t, "fit weights", lambda: fit_weights_on_dev(work, dev, dev_members, models, plan))
         out.fit = fit_summary(fit, list(checkpoints), plan)
+        if plan.rerank_fit:
+            rerank_b = _timed(
+                t, "fit rerank", lambda: fit_rerank_on_dev(work, dev, dev_members, models, plan, fit)
+            )
+            if rerank_b is not None:
+                out.fit["rerank"] = rerank_b.to_dict()
     console.rule("4/5 searching and scoring: single models, fusion, fusion + ITM re-rank, random")
     val_hits: dict[str, Any] = {}
     for data in splits:
         rows, hits = _timed(
             t,
             f"search {data.name}",
-            lambda data=data: score_split(work, data, indexed[data.name], models, plan, fit),
+            lambda data=data: score_split(
+                work, data, indexed[data.name], models, plan, fit, out.fit.get("rerank", {}).get("b", 1.0)
+            ),
         )
         for row in rows:
             if row["split"] == "test":

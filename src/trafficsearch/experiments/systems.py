@@ -200,13 +200,14 @@ def open_fused(
     rerank: str | Path | None = None,
     rerank_k: int = 10,
     rerank_form: str = "seed",
+    rerank_b: float = 1.0,
     kind_weights: dict[str, Sequence[float]] | None = None,
 ) -> Any:
     """An ensemble engine over existing member indexes, opened from its config in memory; OUT/ensemble.yaml
     records it (paths relative to OUT), so `trafficsearch search OUT ...` opens the same system.
 
     `rerank` is a checkpoint whose ITM head re-scores the fused top `rerank_k` (when searched with
-    rerank=True).
+    rerank=True); `rerank_b` weights its normalised logits in the seed form (the seed: 1.0).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -228,7 +229,7 @@ def open_fused(
         rerank=(
             None
             if rerank is None
-            else RerankConfig(str(Path(rerank).resolve()), k=rerank_k, form=rerank_form)
+            else RerankConfig(str(Path(rerank).resolve()), k=rerank_k, form=rerank_form, b=rerank_b)
         ),
     )
     save_ensemble(config, out / ENSEMBLE_FILE)
@@ -272,6 +273,36 @@ def fit_fusion(
         fold_margin=fold_margin,
         fold_seed=seed,
     )
+
+
+def fit_rerank(
+    out: str | Path,
+    members: Sequence[MemberIndex],
+    models: ModelCache,
+    dev: SplitData,
+    rerank: str | Path,
+    *,
+    normalization: str = "zscore",
+    rerank_k: int = 10,
+    kind_weights: dict[str, Sequence[float]] | None = None,
+    folds: int = 5,
+    fold_margin: float = 0.0,
+    seed: int = 0,
+) -> Any:
+    """The seed-form re-rank weight fitted on a held-out split (`members` indexed over `dev`, with their
+    fitted fusion weights): a rerank_fit.RerankFit, the seed's 1:1 unless another weight wins on the folds."""
+    from trafficsearch.search.ensemble.rerank_fit import fit_rerank_weight
+
+    engine = open_fused(
+        out,
+        members,
+        models,
+        normalization=normalization,
+        rerank=rerank,
+        rerank_k=rerank_k,
+        kind_weights=kind_weights,
+    )
+    return fit_rerank_weight(engine, dev.records, k=10, folds=folds, fold_seed=seed, fold_margin=fold_margin)
 
 
 @contextmanager

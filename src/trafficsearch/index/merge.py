@@ -76,8 +76,9 @@ def vectors_dtype_for(factory: str) -> type[np.floating]:
 
     Why float32 for Flat: the engine's exact scan (index/exact.py) runs one sgemm per block straight over an
     aligned float32 memory map. FAISS's own file puts its codes at byte 45, which is not aligned, so every
-    block used to be copied first. At 10M x 256 that copy made a one-query scan 0.60x numpy's
-    (benchmarks/results/search_latency_index-10000000.md). The values are the shards' fp16 ones, upcast
+    block used to be copied first. At 10M x 256 a one-query scan over the copied blocks ran 0.96x numpy
+    over the same mapping (455 ms), over this file 1.46x (299 ms; benchmarks/results/
+    search_latency_index-10000000.md). The values are the shards' fp16 ones, upcast
     exactly; the cost is disk (d x 4 bytes per row instead of d x 2). Trainable indexes keep fp16: their
     search reads FAISS's codes, and the vectors only feed training, re-ranking and filtered fallbacks.
     """

@@ -164,8 +164,23 @@ class SearchEngine:
             texts = [texts]
         if k < 1:
             raise TrafficSearchError(f"k must be at least 1, got {k}", field="k")
-        stages = self.stages + (self.rerank_stages if rerank else [])
-        depth = max([k, *(getattr(s, "depth", k) for s in stages)])
+        reranks = self.rerank_stages if rerank else []
+        depth = max([k, *(getattr(s, "depth", k) for s in self.stages + reranks)])
+        candidates = self.staged_candidates(texts, depth, kind, where, route)
+        for stage in reranks:
+            candidates = stage(texts, candidates)
+        return [self._hits(c.top(k)) for c in candidates]
+
+    def staged_candidates(
+        self,
+        texts: Sequence[str],
+        depth: int,
+        kind: str | None = None,
+        where: dict[str, Any] | None = None,
+        route: str | None = None,
+    ) -> list[Candidates]:
+        """Candidates per text after the first stage, routing and `stages`: what the re-rank stages receive
+        (search/ensemble/rerank_fit.py fits the re-rank weight on them)."""
         route = self.route if route is None else routing.check_route(route)
         parsed = [routing.query_kind(t) for t in texts]  # once per search, passed on
         if route == "off" or kind is not None or "kind" in (where or {}):
@@ -181,9 +196,9 @@ class SearchEngine:
                 self.data.metadata.kinds,
                 self.soft_penalty,
             )
-        for stage in stages:
+        for stage in self.stages:
             candidates = stage(texts, candidates)
-        return [self._hits(c.top(k)) for c in candidates]
+        return candidates
 
     def _hits(self, candidates: Candidates) -> list[Hit]:
         meta = self.data.metadata

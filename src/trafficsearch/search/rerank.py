@@ -2,7 +2,8 @@
 
 Combination forms (`form`):
 - `seed`: the README's intended form (seed-recipe.md section 7): the raw match logits `itm_head[:,1]` of the K
-  candidates are L2-normalised across the K and added 1:1 to the fused score. The shipped
+  candidates are L2-normalised across the K and added to the fused score with weight `b` (the seed: 1:1;
+  search/ensemble/rerank_fit.py fits `b` on a labelled split). The shipped
   `cvpr23_infer.py` never runs it: `rank` is overwritten by `utils.get_rank()` (0 outside DDP), so it
   re-ranks the top-0 and submits the fusion alone; `rerank=False` here reproduces that submission.
 - `itm_prob`: the ITM probability P(match) alone orders the K;
@@ -49,7 +50,7 @@ def combine(fused: np.ndarray, itm: np.ndarray, form: str, a: float = 1.0, b: fl
     fused = np.asarray(fused, dtype=np.float32)
     itm = np.asarray(itm, dtype=np.float32)
     if form == "seed":
-        return fused + itm / max(float(np.linalg.norm(itm)), 1e-12)
+        return fused + np.float32(b) * itm / max(float(np.linalg.norm(itm)), 1e-12)
     if form == "itm_prob":
         return itm
     return np.float32(a) * fused + np.float32(b) * itm
@@ -141,17 +142,43 @@ class ItmRerankStage:
 
     def __call__(self, texts: Sequence[str], candidates: list[Candidates]) -> list[Candidates]:
         """Re-rank every query's head; repeated (text, head) pairs are scored once (query files repeat)."""
+        return self._each_unique(texts, candidates, self._rerank)
+
+    def outputs(self, texts: Sequence[str], candidates: list[Candidates]) -> list[np.ndarray]:
+        """The ITM outputs (logits; probabilities for itm_prob) of each query's top `k` candidates, in their
+        order: what `__call__` combines with the fused scores (rerank_fit.py fits the combination on them)."""
+        return self._each_unique(texts, candidates, self._itm)
+
+    def _each_unique(self, texts: Sequence[str], candidates: list[Candidates], work: Any) -> list[Any]:
+        """`work` over each unique (text, head) once, `chunk` queries a pass; results in input order."""
         keys = [(t, c.rows[: self.k].tobytes()) for t, c in zip(texts, candidates, strict=True)]
         unique = list({key: i for i, key in reversed(list(enumerate(keys)))}.items())  # first position
-        done: dict[tuple[str, bytes], Candidates] = {}
+        done: dict[tuple[str, bytes], Any] = {}
         with inference_precision(getattr(self.model, "device", "cpu")):  # autocast on a GPU, fp32 on CPU
             for start in range(0, len(unique), self.chunk):
-                done.update(self._rerank(unique[start : start + self.chunk], candidates))
+                done.update(work(unique[start : start + self.chunk], candidates))
         return [done[key] for key in keys]
 
     def _rerank(
         self, unique: list[tuple[tuple[str, bytes], int]], candidates: list[Candidates]
     ) -> dict[tuple[str, bytes], Candidates]:
+        outputs = self._itm(unique, candidates)
+        done: dict[tuple[str, bytes], Candidates] = {}
+        for key, i in unique:
+            cand, part = candidates[i], outputs[key]
+            done[key] = (
+                cand
+                if len(part) == 0
+                else merge_reranked(
+                    cand, combine(cand.scores[: len(part)], part, self.form, self.a, self.b), self.merge
+                )
+            )
+        return done
+
+    def _itm(
+        self, unique: list[tuple[tuple[str, bytes], int]], candidates: list[Candidates]
+    ) -> dict[tuple[str, bytes], np.ndarray]:
+        """ITM outputs of each unique (text, head)'s first `k` candidates, scored in one batch."""
         pairs_text: list[str] = []
         rows: list[int] = []
         for key, i in unique:
@@ -159,7 +186,7 @@ class ItmRerankStage:
                 pairs_text.append(key[0])
                 rows.append(int(row))
         if not pairs_text:
-            return {key: candidates[i] for key, i in unique}
+            return {key: np.empty(0, np.float32) for key, _ in unique}
         features = self._features(rows)
         probabilities = self.form == "itm_prob"
         fast = onnx_text.itm_head(self.model) if self.uses_tokens else None  # opt-in ONNX head
@@ -174,17 +201,9 @@ class ItmRerankStage:
                 pairs_text, features, batch_size=self.batch_size, probabilities=probabilities
             )
         itm_np = np.asarray(itm.detach().float().cpu().numpy(), dtype=np.float32)
-        done: dict[tuple[str, bytes], Candidates] = {}
+        out: dict[tuple[str, bytes], np.ndarray] = {}
         start = 0
         for key, i in unique:
-            cand = candidates[i]
-            n = min(self.k, len(cand.rows))
-            part, start = itm_np[start : start + n], start + n
-            done[key] = (
-                cand
-                if n == 0
-                else merge_reranked(
-                    cand, combine(cand.scores[:n], part, self.form, self.a, self.b), self.merge
-                )
-            )
-        return done
+            n = min(self.k, len(candidates[i].rows))
+            out[key], start = itm_np[start : start + n], start + n
+        return out

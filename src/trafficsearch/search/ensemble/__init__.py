@@ -28,6 +28,7 @@ from trafficsearch.search.ensemble.config import (
     member_index_dir,
     resolve_paths,
     save_ensemble,
+    with_rerank_weight,
     with_weights,
 )
 from trafficsearch.search.ensemble.fit import FitResult, fit_weights
@@ -55,5 +56,6 @@ __all__ = [
     "open_members",
     "resolve_paths",
     "save_ensemble",
+    "with_rerank_weight",
     "with_weights",
 ]

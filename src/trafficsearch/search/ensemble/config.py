@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -313,3 +313,10 @@ def with_weights(
             for kind, w in kind_weights.items()
         }
     return EnsembleConfig(**{**config.__dict__, "members": members, "fit": fit, "kind_weights": by_kind})
+
+
+def with_rerank_weight(config: EnsembleConfig, b: float) -> EnsembleConfig:
+    """A copy whose ITM re-rank stage weights the normalised logits by `b` (seed form; rerank_fit.py)."""
+    if config.rerank is None:
+        raise ConfigError("the ensemble has no rerank section to set the weight of", field="rerank")
+    return replace(config, rerank=replace(config.rerank, b=float(b)))
