@@ -17,7 +17,6 @@ from trafficsearch.search.engine import SearchEngine
 from trafficsearch.search.ensemble import (
     EmbeddingMember,
     FusedFirstStage,
-    Member,
     fit_weights,
     load_ensemble,
 )
@@ -28,6 +27,7 @@ from trafficsearch.testing.color import (
     build_color_ensemble,
     make_color_gallery,
 )
+from trafficsearch.testing.members import NoiseMember
 
 torch.set_num_threads(1)
 MODELS = COLOR_MODELS
@@ -91,20 +91,6 @@ def test_candidate_union_mode_matches_exact_at_the_top(built: Path, method: str)
         assert e.rows.tolist() == u.rows.tolist()
         if method in ("l2", "zscore"):  # exact statistics from the Gram matrix
             assert np.allclose(e.scores, u.scores, atol=1e-4)
-
-
-class NoiseMember(Member):
-    """A row scorer (no embeddings): deterministic noise, the member weight fitting should switch off."""
-
-    name = "noise"
-
-    def bind(self, reference: object) -> None:
-        self.n = reference.count  # type: ignore[attr-defined]
-
-    def scores(self, texts: Sequence[str], rows: np.ndarray | None) -> np.ndarray:
-        rng = np.random.default_rng([len(t) for t in texts])
-        full = rng.normal(size=(len(texts), self.n)).astype(np.float32) * 10
-        return full if rows is None else full[:, rows]
 
 
 def _color_and_noise(built: Path) -> SearchEngine:

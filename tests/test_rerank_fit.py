@@ -15,11 +15,12 @@ from trafficsearch.data.labels import read_labels
 from trafficsearch.errors import ConfigError
 from trafficsearch.eval.metrics import evaluate
 from trafficsearch.search.engine import SearchEngine
-from trafficsearch.search.ensemble import FusedFirstStage, Member
+from trafficsearch.search.ensemble import FusedFirstStage
 from trafficsearch.search.ensemble.rerank_fit import fit_rerank_weight
 from trafficsearch.search.opener import open_engine
 from trafficsearch.search.rerank import ItmRerankStage, combine
 from trafficsearch.testing.color import COLOR_MODELS, ColorModel, ColorTransform, build_color_ensemble
+from trafficsearch.testing.members import NoiseMember
 
 torch.set_num_threads(1)
 
@@ -39,20 +40,6 @@ class ColourItm:
         self.pairs += len(texts)
         match = (self.model.encode_texts(texts) * self.model.encode_images(pixels)).sum(dim=1) * 5.0
         return self.sign * match
-
-
-class NoiseMember(Member):
-    """Deterministic noise: fused with the colour member it pushes wrong colours into the top 10."""
-
-    name = "noise"
-
-    def bind(self, reference: object) -> None:
-        self.n = reference.count  # type: ignore[attr-defined]
-
-    def scores(self, texts: Sequence[str], rows: np.ndarray | None) -> np.ndarray:
-        rng = np.random.default_rng([len(t) for t in texts])
-        full = rng.normal(size=(len(texts), self.n)).astype(np.float32) * 10
-        return full if rows is None else full[:, rows]
 
 
 @pytest.fixture(scope="module")
