@@ -26,7 +26,6 @@ from trafficsearch.experiments.systems import load_split_data
 from trafficsearch.ioutil import atomic_write_json, atomic_write_text
 from trafficsearch.search.ensemble.rerank_fit import rerank_stage
 from trafficsearch.search.opener import open_engine
-from trafficsearch.search.rerank import combine, merge_reranked
 
 RESULTS = Path(__file__).parent / "results"
 GRID = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
@@ -52,7 +51,7 @@ def orderings(work: Path, n_queries: int, seed: int) -> dict[str, Any]:
             cand, out = by_text[t]
             rows = cand.rows[:10]
             if how == "b":
-                rows = merge_reranked(cand, combine(cand.scores[: len(out)], out, "seed", 1.0, b)).rows[:10]
+                rows = stage.rescored(cand, out, b).rows[:10]
             elif how == "itm":
                 rows = rows[np.argsort(-out, kind="stable")]
             elif how == "shuffle":

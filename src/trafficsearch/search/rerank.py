@@ -163,17 +163,16 @@ class ItmRerankStage:
         self, unique: list[tuple[tuple[str, bytes], int]], candidates: list[Candidates]
     ) -> dict[tuple[str, bytes], Candidates]:
         outputs = self._itm(unique, candidates)
-        done: dict[tuple[str, bytes], Candidates] = {}
-        for key, i in unique:
-            cand, part = candidates[i], outputs[key]
-            done[key] = (
-                cand
-                if len(part) == 0
-                else merge_reranked(
-                    cand, combine(cand.scores[: len(part)], part, self.form, self.a, self.b), self.merge
-                )
-            )
-        return done
+        return {key: self.rescored(candidates[i], outputs[key]) for key, i in unique}
+
+    def rescored(self, cand: Candidates, outputs: np.ndarray, b: float | None = None) -> Candidates:
+        """`cand` with its head re-scored from its ITM `outputs` (this stage's form, a and merge; `b`, when
+        given, in place of the stage's: rerank_fit.py tries several on one set of outputs)."""
+        if len(outputs) == 0:
+            return cand
+        weight = self.b if b is None else b
+        new = combine(cand.scores[: len(outputs)], outputs, self.form, self.a, weight)
+        return merge_reranked(cand, new, self.merge)
 
     def _itm(
         self, unique: list[tuple[tuple[str, bytes], int]], candidates: list[Candidates]

@@ -1,14 +1,15 @@
 """Fitting the ITM re-rank weight on a labelled split, fold-checked against the seed's 1:1.
 
 Why: the seed adds the K candidates' L2-normalised ITM logits to the fused score 1:1. That is only right
-when the ITM head orders a top 10 better than fusion does. In the demo (seed 0, 1,000 val queries) the
-fine-tuned BLIP-small's ITM ordered the fused top 10 worse than a shuffle (mAP@10 10.85 vs 11.40) and the
-1:1 form cost 1.0 point against fusion alone. So, like the fusion weights (folds.py), the weight `b` of
-the normalised ITM term is searched on a grid on labelled queries the reported splits never see, and kept
-only when, on held-out folds, it beats the seed's `b` by more than the folds' spread and a margin.
+when the ITM head orders a top 10 better than fusion does. In the demo (seed 0, 1,000 val queries,
+benchmarks/results/rerank_weight.md) the fine-tuned BLIP-small's ITM ordered the fused top 10 worse than a
+shuffle (mAP@10 10.85 vs 11.99) and the 1:1 form cost 1.03 points against fusion alone (11.47 vs 12.50).
+So, like the fusion weights (folds.py), the weight `b` of the normalised ITM term is searched on a grid on
+labelled queries the reported splits never see, and kept only when, on held-out folds, it beats the seed's
+`b` by more than the folds' spread and a margin.
 
 One pass of the engine gives every query's staged candidates and ITM outputs; a trial `b` only recombines
-them (rerank.combine, merge_reranked: the stage's own code), so a grid costs no more ITM forwards.
+them (ItmRerankStage.rescored: the stage's own code), so a grid costs no more ITM forwards.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from trafficsearch.errors import ConfigError
 from trafficsearch.eval.metrics import evaluate
 from trafficsearch.search.ensemble.folds import fold_check
-from trafficsearch.search.rerank import ItmRerankStage, combine, merge_reranked
+from trafficsearch.search.rerank import ItmRerankStage
 
 GRID = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 
@@ -86,10 +87,8 @@ def fit_rerank_weight(
         if b not in ranked:
             per_text = []
             for cand, out in zip(candidates, outputs, strict=True):
-                if len(out):
-                    new = combine(cand.scores[: len(out)], out, stage.form, stage.a, b)
-                    cand = merge_reranked(cand, new, stage.merge)
-                per_text.append([names[r] for r in cand.rows[:k].tolist()])
+                rows = stage.rescored(cand, out, b).rows[:k]
+                per_text.append([names[r] for r in rows.tolist()])
             ranked[b] = per_text
         return ranked[b]
 
