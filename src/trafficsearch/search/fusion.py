@@ -120,20 +120,29 @@ def check_weights(weights: Sequence[float], n: int) -> np.ndarray:
     return w
 
 
-def fuse(normalized: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
-    """Weighted mean of normalised rows (the seed: equal weights, sum / number of models)."""
+def _zeros_like_rows(normalized: Sequence[np.ndarray | None]) -> np.ndarray:
+    shaped = next((r for r in normalized if r is not None), None)
+    if shaped is None:
+        raise ConfigError("no member's rows to fuse", field="weights")
+    return np.zeros_like(np.asarray(shaped, dtype=np.float32))
+
+
+def fuse(normalized: Sequence[np.ndarray | None], weights: Sequence[float]) -> np.ndarray:
+    """Weighted mean of normalised rows (the seed: equal weights, sum / number of models). A member of
+    weight 0 may be None (not scored)."""
     w = check_weights(weights, len(normalized))
-    out = np.zeros_like(np.asarray(normalized[0], dtype=np.float32))
+    out = _zeros_like_rows(normalized)
     for weight, rows in zip(w / w.sum(), normalized, strict=True):
         if weight:
             out += np.float32(weight) * np.asarray(rows, dtype=np.float32)
     return out
 
 
-def fuse_per_query(normalized: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarray:
-    """Like `fuse`, with a weight row per query: `weights` [Q, M], each row summing to 1."""
+def fuse_per_query(normalized: Sequence[np.ndarray | None], weights: np.ndarray) -> np.ndarray:
+    """Like `fuse`, with a weight row per query: `weights` [Q, M], each row summing to 1; a member whose
+    column is all 0 may be None."""
     weights = np.asarray(weights, dtype=np.float32)
-    out = np.zeros_like(np.asarray(normalized[0], dtype=np.float32))
+    out = _zeros_like_rows(normalized)
     for m, rows in enumerate(normalized):
         column = weights[:, m]
         if column.any():

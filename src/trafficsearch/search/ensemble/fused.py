@@ -69,17 +69,21 @@ class FusedFirstStage:
         w = np.asarray(rows, dtype=np.float64).reshape(len(texts), len(self.members))
         return w / w.sum(axis=1, keepdims=True)
 
-    def normalized_rows(self, texts: Sequence[str], rows: np.ndarray | None) -> list[np.ndarray]:
-        """Each member's normalised full rows [Q, N]."""
+    def normalized_rows(
+        self, texts: Sequence[str], rows: np.ndarray | None, active: Sequence[bool] | None = None
+    ) -> list[np.ndarray | None]:
+        """Each member's normalised full rows [Q, N]; None for a member `active` leaves out (a weight of 0
+        for every query: its text is not encoded, its rows not scored)."""
         key = (tuple(texts), None if rows is None else id(rows))
         if self._memo is not None and key in self._memo and self._memo[key][0] is rows:
-            return self._memo[key][1]
-        out = [
-            fusion.normalize(m.scores(texts, rows), self.normalization, rrf_k=self.rrf_k)
-            for m in self.members
-        ]
-        if self._memo is not None:
-            self._memo[key] = (rows, out)  # rows kept alive with the entry, so its id stays theirs
+            out = self._memo[key][1]
+        else:
+            out = [None] * len(self.members)
+            if self._memo is not None:
+                self._memo[key] = (rows, out)  # rows kept alive with the entry, so its id stays theirs
+        for i, member in enumerate(self.members):
+            if out[i] is None and (active is None or active[i]):
+                out[i] = fusion.normalize(member.scores(texts, rows), self.normalization, rrf_k=self.rrf_k)
         return out
 
     def search(
@@ -106,11 +110,13 @@ class FusedFirstStage:
     def _exact(
         self, texts: list[str], depth: int, rows: np.ndarray | None, kinds: list[str | None] | None
     ) -> list[Candidates]:
-        normalized = self.normalized_rows(texts, rows)
         if not self.kind_weights:
+            normalized = self.normalized_rows(texts, rows, self.weights > 0)
             fused = fusion.fuse(normalized, self.weights)
         else:
-            fused = fusion.fuse_per_query(normalized, self.query_weights(texts, kinds))
+            weights = self.query_weights(texts, kinds)
+            normalized = self.normalized_rows(texts, rows, weights.any(axis=0))
+            fused = fusion.fuse_per_query(normalized, weights)
         return [_top(fused[i], depth, rows) for i in range(len(texts))]
 
     def _union(
