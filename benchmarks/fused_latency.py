@@ -2,10 +2,10 @@
 
 For each of N distinct real val texts, interleaved text by text and with every cache emptied before each
 search (experiments.systems.cold_caches): each member's own engine over its index (one model: encode +
-exact scan + top 10), the fused first stage (the text encoded and scored by every member the fusion weights, normalised,
-fused),
-and the full system (fusion + ITM re-rank of the top 10 from the stored image tokens). Once with the
-PyTorch query encoder and once with ONNX Runtime (the service's default, which also runs the ITM head).
+exact scan + top 10), the fused first stage (the text encoded and scored by every member the fusion
+weights, normalised, fused), every member scored as before (the baseline), and the full system (fusion +
+ITM re-rank of the top 10 from the stored image tokens). Once with the PyTorch query encoder and once with
+ONNX Runtime (the service's default, which also runs the ITM head).
 
     .venv/bin/python benchmarks/fused_latency.py --work runs/demo-seeds/seed-0 [--texts 60]
 

@@ -32,6 +32,8 @@ def _check_same(model) -> None:
     alone = np.concatenate([encoder([t]) for t in TEXTS])  # no padding vs padded batch: same vectors
     np.testing.assert_allclose(alone, got, atol=1e-4)
     np.testing.assert_allclose(encode_queries(model, TEXTS), got)  # what the engines' caches call
+    many = encoder(TEXTS * 5, batch_size=3)  # several length runs, capped at 3 texts: the input order back
+    np.testing.assert_allclose(many, np.tile(got, (5, 1)), atol=1e-4)
     assert onnx_text.query_encoder(model) is encoder  # exported once per model
     # its ORT threads sleep between queries instead of spinning on the service's cores
     options = encoder.session.get_session_options()
@@ -123,3 +125,17 @@ def test_serve_warm_up_runs_every_stage_before_the_first_request() -> None:
     warm_up(reranking)
     assert plain.calls == [(("warm-up",), 1, False)]
     assert reranking.calls == [(("warm-up",), 1, False), (("warm-up",), 1, True)]
+
+
+def test_length_buckets_cover_in_order_and_split_where_padding_costs_more_than_a_call() -> None:
+    assert onnx_text.length_buckets(np.array([5, 6, 7, 8]), 32) == [slice(0, 4)]
+    short_long = np.array([12] * 10 + [60] * 10)  # vehicles and pedestrians: 10 x 48 padding > one call
+    assert onnx_text.length_buckets(short_long, 32) == [slice(0, 10), slice(10, 20)]
+    assert onnx_text.length_buckets(np.array([12, 20]), 32) == [slice(0, 2)]  # 8 padding < one call
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        lengths = np.sort(rng.integers(1, 77, rng.integers(1, 300)))
+        runs = onnx_text.length_buckets(lengths, 16)
+        assert runs[0].start == 0 and runs[-1].stop == len(lengths)
+        assert all(a.stop == b.start for a, b in zip(runs, runs[1:], strict=False))
+        assert all(0 < r.stop - r.start <= 16 for r in runs)

@@ -170,28 +170,59 @@ class OnnxTextEncoder:
 
     def __call__(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         texts = list(texts)
-        out = []
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # batches of similar length
-        for start in range(0, len(texts), batch_size):
-            chunk = [texts[i] for i in order[start : start + batch_size]]
-            out.append(self.session.run(None, self._inputs(chunk))[0])
-        if not out:
+        if not texts:
             return np.zeros((0, int(self.model.embed_dim)), np.float32)
-        result = np.empty((len(texts), out[0].shape[1]), np.float32)
-        result[np.asarray(order)] = np.concatenate(out)
+        inputs, lengths = self._tokens(texts)
+        order = np.argsort(lengths, kind="stable")
+        result: np.ndarray | None = None
+        for chunk in length_buckets(lengths[order], batch_size):
+            rows = order[chunk]
+            width = int(lengths[rows].max())
+            out = self.session.run(None, {n: a[rows, :width] for n, a in inputs.items()})[0]
+            if result is None:
+                result = np.empty((len(texts), out.shape[1]), np.float32)
+            result[rows] = out
+        assert result is not None
         return result
 
-    def _inputs(self, texts: list[str]) -> dict[str, np.ndarray]:
+    def _tokens(self, texts: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Every text's padded inputs and its length (columns up to its last real token)."""
         if self.kind == "blip":
             tok = self.model.tokenizer(texts)
-            return {
-                "input_ids": tok.input_ids.numpy().astype(np.int64),
-                "attention_mask": tok.attention_mask.numpy().astype(np.int64),
-            }
-        from trafficsearch.models.clip import trim_padding
+            mask = tok.attention_mask.numpy().astype(np.int64)
+            inputs = {"input_ids": tok.input_ids.numpy().astype(np.int64), "attention_mask": mask}
+            return inputs, _last_real(mask != 0)
+        tokens = self.model.tokenize(texts).numpy().astype(np.int64)
+        pad = self.model.model.text.config.pad_token_id
+        return {"tokens": tokens}, _last_real(tokens != pad)
 
-        tokens = trim_padding(self.model.model, self.model.tokenize(texts))
-        return {"tokens": tokens.numpy().astype(np.int64)}
+
+def _last_real(real: np.ndarray) -> np.ndarray:
+    """[N, L] bool -> per row, 1 + the index of its last True column (1 for a row with none)."""
+    last = real.shape[1] - 1 - np.argmax(real[:, ::-1], axis=1)
+    return np.where(real.any(axis=1), last + 1, 1).astype(np.int64)
+
+
+# ORT's fixed cost of one call, in padded token rows of MiniLM (one text alone: ~2.2 ms; in a batch of 32:
+# ~0.7 ms per text of ~38 tokens, on 2 cores)
+CALL_COST_TOKENS = 64
+
+
+def length_buckets(sorted_lengths: np.ndarray, batch_size: int) -> list[slice]:
+    """Consecutive runs of ascending lengths, each run padded to its longest: a text joins the current run
+    while the padding that adds (the run's earlier texts widened to its length) costs less than a call of
+    its own, and the run holds fewer than `batch_size` texts. Mixed vehicle (short) and pedestrian (long)
+    queries then stop padding every short text to the longest one (1.5x faster on such batches)."""
+    runs, start = [], 0
+    for j in range(1, len(sorted_lengths) + 1):
+        if j == len(sorted_lengths):
+            runs.append(slice(start, j))
+            break
+        widen = (j - start) * int(sorted_lengths[j] - sorted_lengths[j - 1])
+        if j - start >= batch_size or widen > CALL_COST_TOKENS:
+            runs.append(slice(start, j))
+            start = j
+    return runs
 
 
 def _wrap(model: Any) -> tuple[str, nn.Module, tuple[torch.Tensor, ...], list[str]]:
