@@ -1,12 +1,13 @@
-"""Query text towers through ONNX Runtime: the same embeddings (cosine to PyTorch fp32 > 0.9999), about 2x
-faster per cold query on the CPU (benchmarks/query_encode.py).
+"""Query text towers through ONNX Runtime: the same embeddings (cosine to PyTorch fp32 > 0.9999), 1.3-2x
+faster than PyTorch on the CPU, one query or a batch (benchmarks/query_encode.py).
 
 Chosen per process: TRAFFICSEARCH_QUERY_ENCODER=torch|onnx|auto (auto: onnx when onnxruntime is installed).
 The library and one-shot commands default to `torch`; `trafficsearch serve` defaults to `auto` and exports
 at start-up (`set_default`). Why not ONNX everywhere: the first query of a model pays the export (seconds),
 and the exported graph is a snapshot of the weights at that moment, right for a search service, wrong for a
-model still training. PyTorch dynamic int8 (`quantize_dynamic` on the Linear layers) was
-measured too and rejected: cosine to fp32 0.94 on the real val texts, far below 0.999.
+model still training. Dynamic int8 was measured too and rejected (benchmarks/results/query_encode.md):
+PyTorch's (`quantize_dynamic` on the Linear layers) gives cosine to fp32 0.945 mean on the real val texts,
+ONNX Runtime's (per-channel MatMul weights) 0.993 mean / 0.980 min, both below the 0.999 asked.
 
 Covered: open_clip models with a Hugging Face text trunk (the demo default, MiniLM) and BLIP's unimodal text
 encoder (ITC). Anything else (and any export failure) keeps the PyTorch encoder.
@@ -118,6 +119,27 @@ def _export_session(
 ) -> Any:
     """`wrapper` exported to ONNX (in memory, eval mode: `mode` is switched to eval for the export and back
     after) and loaded as a CPU ONNX Runtime session: the one export + session recipe of this module."""
+    graph = export_onnx(
+        wrapper,
+        example,
+        mode=mode,
+        input_names=input_names,
+        output_names=output_names,
+        dynamic_axes=dynamic_axes,
+    )
+    return ort_session(ort, graph, threads)
+
+
+def export_onnx(
+    wrapper: nn.Module,
+    example: Any,
+    *,
+    mode: nn.Module,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+) -> bytes:
+    """The serialised ONNX graph of `wrapper` (benchmarks quantise it to compare)."""
     buffer = io.BytesIO()
     was_training = mode.training
     mode.eval()
@@ -139,6 +161,11 @@ def _export_session(
             )
     finally:
         mode.train(was_training)
+    return buffer.getvalue()
+
+
+def ort_session(ort: Any, graph: bytes, threads: int | None = None) -> Any:
+    """A CPU ONNX Runtime session over `graph`: all graph optimisations, workers that sleep between calls."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = int(threads or torch.get_num_threads())
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -146,27 +173,20 @@ def _export_session(
     # No busy-waiting between calls: spinning ORT workers took the service's cores from HTTP and FAISS
     # (one-at-a-time cold queries 0.92x PyTorch with it, 1.5x without; results/service_cold_queries.md).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
 class OnnxTextEncoder:
     """texts -> [N, D] float32 numpy through an ONNX Runtime session exported from `model`'s text tower."""
 
-    def __init__(self, model: Any, threads: int | None = None) -> None:
+    def __init__(self, model: Any, threads: int | None = None, graph: bytes | None = None) -> None:
+        """`graph`: an ONNX graph of this tower to run instead of exporting one (e.g. a quantised copy of
+        `text_tower_graph(model)`)."""
         ort = _onnxruntime()
 
-        self.kind, wrapper, example, names = _wrap(model)
+        self.kind = _wrap(model)[0]
         self.model = weakref.proxy(model)
-        self.session = _export_session(
-            ort,
-            wrapper,
-            example,
-            mode=wrapper,
-            input_names=names,
-            output_names=["embedding"],
-            dynamic_axes={n: {0: "batch", 1: "length"} for n in names},
-            threads=threads,
-        )
+        self.session = ort_session(ort, graph if graph is not None else text_tower_graph(model), threads)
 
     def __call__(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         texts = list(texts)
@@ -223,6 +243,19 @@ def length_buckets(sorted_lengths: np.ndarray, batch_size: int) -> list[slice]:
             runs.append(slice(start, j))
             start = j
     return runs
+
+
+def text_tower_graph(model: Any) -> bytes:
+    """The ONNX graph of `model`'s query text tower (TypeError for a tower this module does not export)."""
+    _, wrapper, example, names = _wrap(model)
+    return export_onnx(
+        wrapper,
+        example,
+        mode=wrapper,
+        input_names=names,
+        output_names=["embedding"],
+        dynamic_axes={n: {0: "batch", 1: "length"} for n in names},
+    )
 
 
 def _wrap(model: Any) -> tuple[str, nn.Module, tuple[torch.Tensor, ...], list[str]]:
