@@ -56,9 +56,12 @@ def serve(variant: CheckoutVariant, startup_timeout: float = 300) -> Iterator[st
     if variant.encoder:
         env["TRAFFICSEARCH_QUERY_ENCODER"] = variant.encoder
     cmd = [sys.executable, "-m", "trafficsearch.cli", "serve", str(variant.index), "--port", str(port)]
+    # 514746c resolved an ensemble's relative member paths against the working directory; this checkout
+    # resolves them against the ensemble's own directory: started there, both find the same members
+    cwd = variant.index if (variant.index / "ensemble.yaml").is_file() else None
     log_path = Path(tempfile.gettempdir()) / f"service_baseline-{variant.name}.log"
     with open(log_path, "w") as log:
-        process = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
         started = False
         try:
             with running_service(process, f"http://127.0.0.1:{port}", startup_timeout) as url:
@@ -71,7 +74,12 @@ def serve(variant: CheckoutVariant, startup_timeout: float = 300) -> Iterator[st
 
 
 def measure(
-    variant: CheckoutVariant, texts: list[str], levels: list[int], requests: int, budget: float
+    variant: CheckoutVariant,
+    texts: list[str],
+    levels: list[int],
+    requests: int,
+    budget: float,
+    extra: dict | None = None,
 ) -> list[dict]:
     """One fresh service: warm-up (not measured), then each level with its own distinct texts."""
     per_level = len(texts) // len(levels)
@@ -81,7 +89,7 @@ def measure(
         asyncio.run(run_load(url, warm, total=64, concurrency=8, budget_s=120))
         for i, concurrency in enumerate(levels):
             own = texts[i * per_level : (i + 1) * per_level]
-            bodies = [{"text": t, "k": 10} for t in own]
+            bodies = [{"text": t, "k": 10, **(extra or {})} for t in own]
             total = min(requests, len(bodies))  # each text once: every request misses the cache
             result = asyncio.run(run_load(url, bodies, total=total, concurrency=concurrency, budget_s=budget))
             rows.append({"variant": variant.name, "concurrency": concurrency, **result.summary()})
@@ -96,6 +104,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--budget-s", type=float, default=90.0, help="time limit per level")
     parser.add_argument("--queries", type=Path, default=DEFAULT_QUERIES)
+    parser.add_argument(
+        "--rerank", action="store_true", help='send "rerank": true (an ensemble with ITM re-ranking)'
+    )
+    parser.add_argument("--out", default="service_baseline", help="results/OUT.{json,md}")
     args = parser.parse_args()
     variants = [CheckoutVariant.parse(v) for v in args.variant]
     console = Console(width=100)
@@ -113,7 +125,14 @@ def main() -> None:
         own = texts[r * per_round : (r + 1) * per_round]
         for variant in variants[r % len(variants) :] + variants[: r % len(variants)]:  # rotated per round
             with console.status(f"round {r + 1}/{args.rounds}: {variant.name} ..."):
-                part = measure(variant, own, args.concurrency, args.requests, args.budget_s)
+                part = measure(
+                    variant,
+                    own,
+                    args.concurrency,
+                    args.requests,
+                    args.budget_s,
+                    {"rerank": True} if args.rerank else None,
+                )
             for row in part:
                 row["round"] = r + 1
                 console.print(
@@ -157,7 +176,7 @@ def main() -> None:
     info = machine()
     RESULTS.mkdir(parents=True, exist_ok=True)
     atomic_write_json(
-        RESULTS / "service_baseline.json",
+        RESULTS / f"{args.out}.json",
         {
             "benchmark": "service_baseline",
             "variants": [{**v.__dict__, "src": str(v.src), "index": str(v.index)} for v in variants],
@@ -187,7 +206,7 @@ def main() -> None:
         ),
         "",
     ]
-    atomic_write_text(RESULTS / "service_baseline.md", "\n".join(lines))
+    atomic_write_text(RESULTS / f"{args.out}.md", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -83,6 +83,9 @@ def test_onnx_itm_head_scores_like_pytorch(monkeypatch: pytest.MonkeyPatch, itm_
     head = onnx_text.itm_head(blip)
     assert isinstance(head, onnx_text.OnnxItmHead) and onnx_text.itm_head(blip) is head
     torch.testing.assert_close(head(TEXTS, tokens), want, atol=1e-4, rtol=1e-4)  # texts of mixed lengths
+    # a micro-batch of queries: pairs in length runs of at most 2, each score back at its pair
+    many = head(TEXTS * 3, tokens.repeat(3, 1, 1), batch_size=2)
+    torch.testing.assert_close(many, want.repeat(3), atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(
         head(TEXTS, tokens, probabilities=True),
         blip.itm_scores_tokens(TEXTS, tokens, probabilities=True),

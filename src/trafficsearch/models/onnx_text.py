@@ -332,25 +332,39 @@ class OnnxItmHead:
         )
 
     def __call__(
-        self, texts: Sequence[str], image_tokens: torch.Tensor, *, probabilities: bool = False
+        self,
+        texts: Sequence[str],
+        image_tokens: torch.Tensor,
+        *,
+        probabilities: bool = False,
+        batch_size: int = 128,
     ) -> torch.Tensor:
         texts = list(texts)
         if not texts:
             return torch.zeros(0)
+        # each distinct text tokenized once (a query meets its K candidates); pairs run in length buckets,
+        # each trimmed to its longest text (a micro-batch of mixed queries is not padded to its longest)
         distinct = list(dict.fromkeys(texts))
         where = {text: i for i, text in enumerate(distinct)}
         which = np.array([where[t] for t in texts])
         tok = self.blip.tokenizer(distinct)
-        ids = tok.input_ids.numpy().astype(np.int64)[which]
-        mask = tok.attention_mask.numpy().astype(np.int64)[which]
-        width = int(mask.sum(axis=1).max())
-        feed = {
-            "input_ids": np.ascontiguousarray(ids[:, :width]),
-            "attention_mask": np.ascontiguousarray(mask[:, :width]),
-            "tokens": np.ascontiguousarray(image_tokens.float().numpy()),
-        }
-        logits = torch.from_numpy(self.session.run(None, feed)[0])
-        return logits.softmax(-1)[:, 1] if probabilities else logits[:, 1]
+        ids = tok.input_ids.numpy().astype(np.int64)
+        mask = tok.attention_mask.numpy().astype(np.int64)
+        lengths = mask.sum(axis=1)[which]
+        tokens = image_tokens.float().numpy()
+        order = np.argsort(lengths, kind="stable")
+        logits = np.empty((len(texts), 2), np.float32)
+        for run in length_buckets(lengths[order], batch_size):
+            rows = order[run]
+            width = int(lengths[rows].max())
+            feed = {
+                "input_ids": np.ascontiguousarray(ids[which[rows], :width]),
+                "attention_mask": np.ascontiguousarray(mask[which[rows], :width]),
+                "tokens": np.ascontiguousarray(tokens[rows]),
+            }
+            logits[rows] = self.session.run(None, feed)[0]
+        out = torch.from_numpy(logits)
+        return out.softmax(-1)[:, 1] if probabilities else out[:, 1]
 
 
 _itm: weakref.WeakKeyDictionary[Any, OnnxItmHead | None] = weakref.WeakKeyDictionary()

@@ -190,7 +190,7 @@ class ItmRerankStage:
         probabilities = self.form == "itm_prob"
         fast = onnx_text.itm_head(self.model) if self.uses_tokens else None  # opt-in ONNX head
         if fast is not None:
-            itm = fast(pairs_text, features, probabilities=probabilities)
+            itm = fast(pairs_text, features, probabilities=probabilities, batch_size=self.batch_size)
         elif self.uses_tokens:
             itm = self.model.itm_scores_tokens(  # type: ignore[attr-defined]
                 pairs_text, features, batch_size=self.batch_size, probabilities=probabilities
