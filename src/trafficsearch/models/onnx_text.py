@@ -106,30 +106,6 @@ def _onnxruntime() -> Any:
     return onnxruntime
 
 
-def _export_session(
-    ort: Any,
-    wrapper: nn.Module,
-    example: Any,
-    *,
-    mode: nn.Module,
-    input_names: list[str],
-    output_names: list[str],
-    dynamic_axes: dict[str, dict[int, str]],
-    threads: int | None,
-) -> Any:
-    """`wrapper` exported to ONNX (in memory, eval mode: `mode` is switched to eval for the export and back
-    after) and loaded as a CPU ONNX Runtime session: the one export + session recipe of this module."""
-    graph = export_onnx(
-        wrapper,
-        example,
-        mode=mode,
-        input_names=input_names,
-        output_names=output_names,
-        dynamic_axes=dynamic_axes,
-    )
-    return ort_session(ort, graph, threads)
-
-
 def export_onnx(
     wrapper: nn.Module,
     example: Any,
@@ -139,7 +115,8 @@ def export_onnx(
     output_names: list[str],
     dynamic_axes: dict[str, dict[int, str]],
 ) -> bytes:
-    """The serialised ONNX graph of `wrapper` (benchmarks quantise it to compare)."""
+    """`wrapper` exported to ONNX in memory, in eval mode (`mode` is switched to eval for the export and back
+    after): the one export recipe of this module (benchmarks quantise its graph to compare)."""
     buffer = io.BytesIO()
     was_training = mode.training
     mode.eval()
@@ -316,19 +293,21 @@ class OnnxItmHead:
         width = int(blip.hf.config.vision_config.hidden_size)
         size = int(blip.image_size) // int(blip.hf.config.vision_config.patch_size)
         tokens = torch.zeros(2, size * size + 1, width)
-        self.session = _export_session(
+        self.session = ort_session(
             ort,
-            _BlipItm(blip),
-            (tok.input_ids, tok.attention_mask, tokens),
-            mode=blip,
-            input_names=["input_ids", "attention_mask", "tokens"],
-            output_names=["logits"],
-            dynamic_axes={
-                "input_ids": {0: "pairs", 1: "length"},
-                "attention_mask": {0: "pairs", 1: "length"},
-                "tokens": {0: "pairs", 1: "image_tokens"},
-            },
-            threads=threads,
+            export_onnx(
+                _BlipItm(blip),
+                (tok.input_ids, tok.attention_mask, tokens),
+                mode=blip,
+                input_names=["input_ids", "attention_mask", "tokens"],
+                output_names=["logits"],
+                dynamic_axes={
+                    "input_ids": {0: "pairs", 1: "length"},
+                    "attention_mask": {0: "pairs", 1: "length"},
+                    "tokens": {0: "pairs", 1: "image_tokens"},
+                },
+            ),
+            threads,
         )
 
     def __call__(
