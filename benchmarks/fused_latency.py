@@ -42,10 +42,10 @@ def engines(work: Path) -> tuple[Any, dict[str, Any], dict[str, bool]]:
     the fusion weights for some query kind."""
     fused = open_engine(work / "ensemble-val")
     singles, weighted = {}, {}
+    weight_rows = [fused.first_stage.weights, *fused.first_stage.kind_weights.values()]
     for i, member in enumerate(fused.first_stage.members):
         singles[member.name] = open_engine(member.data.dir, model=member.model)
-        rows = [fused.first_stage.weights, *fused.first_stage.kind_weights.values()]
-        weighted[member.name] = any(float(w[i]) > 0 for w in rows)
+        weighted[member.name] = any(float(w[i]) > 0 for w in weight_rows)
     return fused, singles, weighted
 
 

@@ -25,6 +25,7 @@ from trafficsearch.experiments.systems import RULES, evenly
 from trafficsearch.experiments.tables import WIDTH, contain_table, results_table
 from trafficsearch.ioutil import atomic_write_json
 from trafficsearch.resources import extract_val_labels
+from trafficsearch.search.ensemble.folds import points_reason
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,16 @@ def index_split(
     ]
 
 
+def fold_check(plan: DemoPlan) -> dict[str, Any]:
+    """The held-out fold check both dev fits run (fusion weights, re-rank weight): `fit_folds` folds (none
+    below 2), the margin a fit must clear, the fold seed."""
+    return {
+        "folds": plan.fit_folds if plan.fit_folds >= 2 else 0,
+        "fold_margin": plan.fit_margin,
+        "seed": plan.seed,
+    }
+
+
 def fit_weights_on_dev(work: Path, dev: Any, members: list[Any], models: Any, plan: DemoPlan) -> Any:
     """Fusion weights (one set per query kind) fitted on the held-out synthetic dev split, never on val:
     regularised toward equal weights and fold-checked (DemoPlan.fit_*): equal weights unless the fit
@@ -201,9 +212,7 @@ def fit_weights_on_dev(work: Path, dev: Any, members: list[Any], models: Any, pl
         normalization=plan.normalization,
         min_gain=plan.fit_min_gain,
         regularise=plan.fit_regularise,
-        folds=plan.fit_folds if plan.fit_folds >= 2 else 0,
-        fold_margin=plan.fit_margin,
-        seed=plan.seed,
+        **fold_check(plan),
     )
 
 
@@ -225,9 +234,7 @@ def fit_rerank_on_dev(work: Path, dev: Any, members: list[Any], models: Any, pla
         normalization=plan.normalization,
         rerank_k=plan.rerank_k,
         kind_weights=fit.kind_weights,
-        folds=plan.fit_folds if plan.fit_folds >= 2 else 0,
-        fold_margin=plan.fit_margin,
-        seed=plan.seed,
+        **fold_check(plan),
     )
 
 
@@ -251,13 +258,13 @@ def fit_summary(fit: Any, names: list[str], plan: DemoPlan) -> dict[str, Any]:
     }
     if folds is not None:
         out["folds"] = {k: [round(x, 6) for x in v] if isinstance(v, list) else v for k, v in folds.items()}
-        gain, spread, margin = folds["mean_gain"], folds["spread"], folds["margin"]
-        out["reason"] = (
-            f"held-out gain {100 * gain:+.2f} points > max(spread {100 * spread:.2f}, margin "
-            f"{100 * margin:.2f}): fitted weights kept"
-            if kept
-            else f"held-out gain {100 * gain:+.2f} points is not above max(spread {100 * spread:.2f}, "
-            f"margin {100 * margin:.2f}): equal weights kept"
+        out["reason"] = points_reason(
+            folds["mean_gain"],
+            folds["spread"],
+            folds["margin"],
+            kept,
+            "fitted weights kept",
+            "equal weights kept",
         )
     else:
         out["reason"] = "no fold check (fit_folds < 2): fitted weights used"

@@ -96,6 +96,14 @@ class FoldReport(Generic[W]):
         }
 
 
+def points_reason(mean_gain: float, spread: float, margin: float, keep: bool, kept: str, dropped: str) -> str:
+    """A fold check's verdict in mAP points, as the demo prints it (FoldReport.to_dict's numbers): `kept`
+    or `dropped` names what is used."""
+    held = f"held-out gain {100 * mean_gain:+.2f} points"
+    bound = f"max(spread {100 * spread:.2f}, margin {100 * margin:.2f})"
+    return f"{held} > {bound}: {kept}" if keep else f"{held} is not above {bound}: {dropped}"
+
+
 def fold_check(
     n_queries: int,
     fit: Callable[[list[int]], W],

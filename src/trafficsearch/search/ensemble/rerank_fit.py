@@ -20,7 +20,7 @@ from typing import Any
 
 from trafficsearch.errors import ConfigError
 from trafficsearch.eval.metrics import evaluate
-from trafficsearch.search.ensemble.folds import fold_check
+from trafficsearch.search.ensemble.folds import fold_check, points_reason
 from trafficsearch.search.rerank import ItmRerankStage
 
 GRID = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
@@ -107,18 +107,15 @@ def fit_rerank_weight(
         report = fold_check(
             len(records), fit_on, score, baseline, folds=folds, seed=fold_seed, margin=fold_margin
         )
-        if report.keep:
-            b = float(fit_on(everything))
-            reason = (
-                f"held-out gain {100 * report.mean_gain:+.2f} points > max(spread "
-                f"{100 * report.spread:.2f}, margin {100 * fold_margin:.2f}): b = {b:g} kept"
-            )
-        else:
-            b = baseline
-            reason = (
-                f"held-out gain {100 * report.mean_gain:+.2f} points <= max(spread "
-                f"{100 * report.spread:.2f}, margin {100 * fold_margin:.2f}): the seed's b = {b:g} kept"
-            )
+        b = float(fit_on(everything)) if report.keep else baseline
+        reason = points_reason(
+            report.mean_gain,
+            report.spread,
+            fold_margin,
+            report.keep,
+            f"b = {b:g} kept",
+            f"the seed's b = {b:g} kept",
+        )
         return RerankFit(b, baseline, map_by_b, report.to_dict(), reason)
     b = float(fit_on(everything))
     return RerankFit(b, baseline, map_by_b, None, f"no fold check: b = {b:g} (best on the split)")
