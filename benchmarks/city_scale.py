@@ -166,6 +166,20 @@ def stage_milvus(index_dir: str, dim: int, n_queries: int) -> dict[str, Any]:
     return out
 
 
+def stage_milvus_load(index_dir: str, dim: int) -> dict[str, Any]:
+    """A fresh process opens the collection a push left and loads it for search: the memory a milvus-lite
+    search process holds (the push's own process also holds its insert buffers)."""
+    from trafficsearch.index.files import read_manifest
+    from trafficsearch.index.stores.milvus import MilvusStore
+
+    store = MilvusStore.from_spec(index_dir, read_manifest(Path(index_dir))["store"])
+    started = time.perf_counter()
+    store.client.load_collection(store.collection)
+    load_s = time.perf_counter() - started
+    _, ids = store.search(_queries(dim, 1), 10, None)
+    return {"load_s": load_s, "collection_count": store.count(), "hits": int(len(ids[0]))}
+
+
 def stage_baseline_merge(index_dir: str) -> dict[str, Any]:
     """main@514746c's merge: every shard in RAM, a float32 copy, the index serialised through memory."""
     import faiss
