@@ -5,7 +5,7 @@ search (experiments.systems.cold_caches): each member's own engine over its inde
 exact scan + top 10), the fused first stage (the text encoded and scored by every member the fusion
 weights, normalised, fused), every member scored as before (the baseline), and the full system (fusion +
 ITM re-rank of the top 10 from the stored image tokens). Once with the PyTorch query encoder and once with
-ONNX Runtime (the service's default, which also runs the ITM head).
+ONNX Runtime (the service's default, which also runs the ITM head); `onnx-itm-int8` runs that head int8.
 
     .venv/bin/python benchmarks/fused_latency.py --work runs/demo-seeds/seed-0 [--texts 60]
 
@@ -31,7 +31,7 @@ from rich.table import Table
 from trafficsearch.benchmarking import machine_info
 from trafficsearch.experiments.systems import cold_caches, latency_texts, load_split_data
 from trafficsearch.ioutil import atomic_write_json, atomic_write_text
-from trafficsearch.models.onnx_text import ENV
+from trafficsearch.models.onnx_text import ENV, ITM_ENV
 from trafficsearch.search.opener import open_engine
 
 RESULTS = Path(__file__).parent / "results"
@@ -68,8 +68,12 @@ def timed(engine: Any, text: str, rerank: bool) -> float:
         return (time.perf_counter() - start) * 1000.0
 
 
+# an encoder choice: the query encoder and the ONNX ITM head's precision
+ENCODERS = {"torch": ("torch", "fp32"), "onnx": ("onnx", "fp32"), "onnx-itm-int8": ("onnx", "int8")}
+
+
 def run(work: Path, n_texts: int, encoder: str) -> dict[str, Any]:
-    os.environ[ENV] = encoder
+    os.environ[ENV], os.environ[ITM_ENV] = ENCODERS[encoder]
     fused, singles, weighted = engines(work)
     texts = latency_texts(load_split_data(work / "data", "val"), n_texts + 2)
     systems: dict[str, tuple[Any, bool]] = {name: (e, False) for name, e in singles.items()}
@@ -107,7 +111,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("runs/demo"))
     parser.add_argument("--texts", type=int, default=60)
-    parser.add_argument("--encoders", nargs="+", default=["torch", "onnx"])
+    parser.add_argument("--encoders", nargs="+", choices=list(ENCODERS), default=["torch", "onnx"])
     parser.add_argument("--out", type=Path, default=RESULTS / "fused_latency")
     args = parser.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))

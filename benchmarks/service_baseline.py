@@ -49,10 +49,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 @contextlib.contextmanager
-def serve(variant: CheckoutVariant, startup_timeout: float = 300) -> Iterator[str]:
+def serve(
+    variant: CheckoutVariant, startup_timeout: float = 300, extra_env: dict[str, str] | None = None
+) -> Iterator[str]:
     """`trafficsearch serve` from the variant's source tree on a free port; its log goes to the temp dir."""
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(variant.src), OMP_NUM_THREADS="2")
+    env = dict(os.environ, PYTHONPATH=str(variant.src), OMP_NUM_THREADS="2", **(extra_env or {}))
     if variant.encoder:
         env["TRAFFICSEARCH_QUERY_ENCODER"] = variant.encoder
     cmd = [sys.executable, "-m", "trafficsearch.cli", "serve", str(variant.index), "--port", str(port)]
@@ -80,11 +82,12 @@ def measure(
     requests: int,
     budget: float,
     extra: dict | None = None,
+    env: dict[str, str] | None = None,
 ) -> list[dict]:
     """One fresh service: warm-up (not measured), then each level with its own distinct texts."""
     per_level = len(texts) // len(levels)
     rows = []
-    with serve(variant) as url:
+    with serve(variant, extra_env=env) as url:
         warm = [{"text": f"warm-up query {i}", "k": 10} for i in range(64)]
         asyncio.run(run_load(url, warm, total=64, concurrency=8, budget_s=120))
         for i, concurrency in enumerate(levels):
@@ -108,8 +111,22 @@ def main() -> None:
         "--rerank", action="store_true", help='send "rerank": true (an ensemble with ITM re-ranking)'
     )
     parser.add_argument("--out", default="service_baseline", help="results/OUT.{json,md}")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE",
+        help="an environment variable for one variant's service, e.g. int8:TRAFFICSEARCH_ITM_HEAD=int8",
+    )
     args = parser.parse_args()
     variants = [CheckoutVariant.parse(v) for v in args.variant]
+    envs: dict[str, dict[str, str]] = {}
+    for item in args.env:
+        name, _, pair = item.partition(":")
+        key, eq, value = pair.partition("=")
+        if not eq or not key or name not in {v.name for v in variants}:
+            raise SystemExit(f"--env {item!r}: expected NAME:KEY=VALUE with NAME one of the variants")
+        envs.setdefault(name, {})[key] = value
     console = Console(width=100)
     per_round = args.requests * len(args.concurrency)
     texts = load_queries(args.queries, limit=per_round * args.rounds)
@@ -132,6 +149,7 @@ def main() -> None:
                     args.requests,
                     args.budget_s,
                     {"rerank": True} if args.rerank else None,
+                    envs.get(variant.name),
                 )
             for row in part:
                 row["round"] = r + 1

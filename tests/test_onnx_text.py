@@ -95,6 +95,31 @@ def test_onnx_itm_head_scores_like_pytorch(monkeypatch: pytest.MonkeyPatch, itm_
     assert onnx_text.itm_head(ColorModel()) is None
 
 
+def test_int8_itm_head_is_its_own_quantised_session_and_keeps_the_ranking(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from trafficsearch.models.blip import create_blip
+
+    blip = create_blip("blip-tiny", seed=0).eval()
+    torch.manual_seed(0)
+    texts = TEXTS * 4
+    tokens = blip.itm_image_tokens(torch.rand(len(texts), 3, blip.image_size, blip.image_size))
+    monkeypatch.setenv(onnx_text.ENV, "onnx")
+    fp32 = onnx_text.itm_head(blip)
+    monkeypatch.setenv(onnx_text.ITM_ENV, "int8")
+    int8 = onnx_text.itm_head(blip)
+    assert isinstance(int8, onnx_text.OnnxItmHead) and int8 is not fp32 and int8.precision == "int8"
+    assert onnx_text.itm_head(blip) is int8  # quantised once per model
+    ops = {node.op_type for node in __import__("onnx").load_from_string(int8.graph).graph.node}
+    assert "DynamicQuantizeLinear" in ops or "MatMulInteger" in ops  # really an int8 graph
+    want, got = fp32(texts, tokens), int8(texts, tokens)
+    assert not torch.equal(got, want)
+    assert float(np.corrcoef(got.numpy(), want.numpy())[0, 1]) > 0.95  # close, not equal
+    monkeypatch.setenv(onnx_text.ITM_ENV, "fp16")
+    with pytest.raises(ConfigError, match="TRAFFICSEARCH_ITM_HEAD='fp16'"):
+        onnx_text.itm_head(blip)
+
+
 def test_auto_means_onnx_when_installed_and_the_service_default_is_auto(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

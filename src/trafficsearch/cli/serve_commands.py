@@ -109,6 +109,12 @@ def serve(
         help="torch | onnx | auto (default: $TRAFFICSEARCH_QUERY_ENCODER, else auto = ONNX Runtime when "
         "installed): runs the query text towers and the ITM head, exported at start-up.",
     ),
+    itm_head: str | None = typer.Option(
+        None,
+        help="fp32 | int8 (default: $TRAFFICSEARCH_ITM_HEAD, else fp32): the ONNX ITM head's precision; "
+        "int8 (dynamically quantised MatMul weights) re-ranks faster but re-orders the top K "
+        "(benchmarks/results/itm_int8_val_ranking.json).",
+    ),
 ) -> None:
     """Serve search over HTTP: POST /search, GET /images/{id}, /thumbs/{id}, /healthz, the page at /."""
     if not index_dir.is_dir():
@@ -122,6 +128,9 @@ def serve(
     if query_encoder is not None:
         os.environ[onnx_text.ENV] = onnx_text.check_choice(query_encoder, "--query-encoder")
     onnx_text.set_default("auto")  # a long-lived service: the export pays for itself after a few queries
+    if itm_head is not None:
+        os.environ[onnx_text.ITM_ENV] = onnx_text.check_itm_choice(itm_head, "--itm-head")
+    onnx_text.itm_precision()  # a bad $TRAFFICSEARCH_ITM_HEAD stops here too
     encoder = onnx_text.backend()  # a bad $TRAFFICSEARCH_QUERY_ENCODER stops here, not at every request
     device = pick_device(device)
     with console.status(f"opening index {index_dir} ..."):
