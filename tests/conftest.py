@@ -24,12 +24,11 @@ VAL_DIR = SHARED / "data" / "cvpr2023-track2-val"
 @pytest.fixture(autouse=True)
 def _query_encoder_restored(monkeypatch: pytest.MonkeyPatch) -> None:
     """`serve` run in-process sets this process's query-encoder default to auto (and --query-encoder /
-    --itm-head set the variables): each test gets back the library defaults and the environment it started
+    --itm-head set the variables): each test gets back the library default and the environment it started
     with."""
     from trafficsearch.models import onnx_text
 
     monkeypatch.setattr(onnx_text, "_default", onnx_text._default)
-    monkeypatch.setattr(onnx_text, "_itm_default", onnx_text._itm_default)
     for name in (onnx_text.ENV, onnx_text.ITM_ENV):
         value = os.environ.get(name)
         if value is None:

@@ -50,7 +50,7 @@ _lock = threading.Lock()
 _default = "torch"  # what an unset $TRAFFICSEARCH_QUERY_ENCODER means in this process (set_default)
 ITM_ENV = "TRAFFICSEARCH_ITM_HEAD"
 ITM_CHOICES = ("fp32", "int8")
-_itm_default = "fp32"  # what an unset $TRAFFICSEARCH_ITM_HEAD means in this process (set_itm_default)
+ITM_DEFAULT = "fp32"  # what an unset $TRAFFICSEARCH_ITM_HEAD means (int8 re-orders the top K: opt-in)
 
 
 def check_choice(value: str, source: str = ENV) -> str:
@@ -73,15 +73,9 @@ def check_itm_choice(value: str, source: str = ITM_ENV) -> str:
     return value
 
 
-def set_itm_default(value: str) -> None:
-    """The ITM head's precision this process uses when $TRAFFICSEARCH_ITM_HEAD is unset."""
-    global _itm_default
-    _itm_default = check_itm_choice(value, "ITM head")
-
-
 def itm_precision() -> str:
-    """`fp32` or `int8`: $TRAFFICSEARCH_ITM_HEAD, else this process's default."""
-    return check_itm_choice(os.environ.get(ITM_ENV, "").strip() or _itm_default)
+    """`fp32` or `int8`: $TRAFFICSEARCH_ITM_HEAD, else fp32."""
+    return check_itm_choice(os.environ.get(ITM_ENV, "").strip() or ITM_DEFAULT)
 
 
 @functools.cache  # installed packages do not change under a running process; backend() asks per query
