@@ -97,45 +97,39 @@ def test_serve_command_user_errors_are_one_line(
 
 
 @pytest.mark.parametrize("how", ["flag", "environment"])
-def test_a_bad_query_encoder_stops_serve_with_one_line_before_the_index_opens(
-    tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("flag", "variable", "value", "choices"),
+    [
+        ("--query-encoder", "ENV", "fast", "torch, onnx, auto"),
+        ("--itm-head", "ITM_ENV", "fp16", "fp32, int8"),
+    ],
+)
+def test_a_bad_encoder_choice_stops_serve_with_one_line_before_the_index_opens(
+    tmp_path: Path,
+    how: str,
+    flag: str,
+    variable: str,
+    value: str,
+    choices: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from trafficsearch.cli import main
     from trafficsearch.models import onnx_text
 
+    variable = getattr(onnx_text, variable)
     argv = ["trafficsearch", "serve", str(tmp_path), "--port", str(free_port())]  # not an index either
     if how == "flag":
-        argv += ["--query-encoder", "fast"]
+        argv += [flag, value]
     else:
-        monkeypatch.setenv(onnx_text.ENV, "fast")
+        monkeypatch.setenv(variable, value)
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 2
     lines = [line for line in capsys.readouterr().err.strip().splitlines() if line.strip()]
-    needle = "--query-encoder='fast'" if how == "flag" else f"{onnx_text.ENV}='fast'"
-    assert len(lines) == 1 and needle in lines[0] and "torch, onnx, auto" in lines[0]
-
-
-@pytest.mark.parametrize("how", ["flag", "environment"])
-def test_a_bad_itm_head_precision_stops_serve_with_one_line(
-    tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from trafficsearch.cli import main
-    from trafficsearch.models import onnx_text
-
-    argv = ["trafficsearch", "serve", str(tmp_path), "--port", str(free_port())]
-    if how == "flag":
-        argv += ["--itm-head", "fp16"]
-    else:
-        monkeypatch.setenv(onnx_text.ITM_ENV, "fp16")
-    monkeypatch.setattr(sys, "argv", argv)
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    assert exit_info.value.code == 2
-    lines = [line for line in capsys.readouterr().err.strip().splitlines() if line.strip()]
-    needle = "--itm-head='fp16'" if how == "flag" else f"{onnx_text.ITM_ENV}='fp16'"
-    assert len(lines) == 1 and needle in lines[0] and "fp32, int8" in lines[0]
+    needle = f"{flag}={value!r}" if how == "flag" else f"{variable}={value!r}"
+    assert len(lines) == 1 and needle in lines[0] and choices in lines[0]
 
 
 @pytest.mark.parametrize(
