@@ -9,9 +9,10 @@ trained one.
 
 Queries are real validation texts (packaged labels); each query's K candidates are drawn at random from a
 gallery of traffic-crop-like JPEGs. The same run counts the ITM head's FLOPs for those texts (torch's
-FlopCounterMode over the head) and times this host's numpy BLAS on the head's largest matmul
-shape at the same threads: the head's time if every FLOP ran at BLAS speed, i.e. what no runtime beats on
-this CPU in fp32. Prints a table; writes benchmarks/results/rerank_latency.{json,md} (or --out).
+FlopCounterMode over the head) and times one matmul of the head's feed-forward shape (its largest) in
+numpy and in ONNX Runtime at the same threads: the head's time if every FLOP ran at the faster one's rate
+is a floor for it in fp32 on this CPU. Prints a table; writes benchmarks/results/rerank_latency.{json,md}
+(or --out STEM).
 """
 
 from __future__ import annotations
